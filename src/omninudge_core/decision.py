@@ -1,0 +1,23 @@
+"""What every state machine's ``handle`` returns: the new state and the effects.
+
+The shell performs the effects (typed, frozen classes named for the I/O they
+describe: ``PersistMessage``, ``PushToDevice``, ``WakeAt``...) and feeds results back
+as new inputs. Effects are plain data; nothing here does anything.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import attrs
+
+__all__ = ["Decision"]
+
+S = TypeVar("S")
+E = TypeVar("E")
+
+
+@attrs.frozen
+class Decision(Generic[S, E]):
+    state: S
+    effects: tuple[E, ...] = ()

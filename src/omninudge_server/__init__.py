@@ -1,0 +1,1 @@
+"""omninudge_server"""
