@@ -127,6 +127,13 @@ class BadEnvelope(ProtocolError):
     code = "invalid_envelope"
     status = 400
 
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.field = field
+
+    def details(self) -> dict[str, Any]:
+        return {"field": self.field} if self.field is not None else {}
+
 
 class AuthenticationFailed(ProtocolError):
     """Missing, expired, tampered or revoked credentials."""
