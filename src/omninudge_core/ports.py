@@ -66,6 +66,7 @@ __all__ = [
     "RedditListing",
     "RedditMessagePage",
     "RedditPost",
+    "RedditProfile",
     "RedditQuota",
     "RedditTokenStore",
     "Revocations",
@@ -325,16 +326,35 @@ class RedditTokenStore(Protocol):
 class Storage(Protocol):
     """The relational stores of one backend, sharing its connections."""
 
-    users: UserStore
-    devices: DeviceStore
-    blocks: BlockStore
-    conversations: ConversationStore
-    messages: MessageStore
-    events: EventStore
-    media: MediaStore
-    invitations: InvitationStore
-    migrations: MigrationStore
-    reddit_tokens: RedditTokenStore
+    @property
+    def users(self) -> UserStore: ...
+
+    @property
+    def devices(self) -> DeviceStore: ...
+
+    @property
+    def blocks(self) -> BlockStore: ...
+
+    @property
+    def conversations(self) -> ConversationStore: ...
+
+    @property
+    def messages(self) -> MessageStore: ...
+
+    @property
+    def events(self) -> EventStore: ...
+
+    @property
+    def media(self) -> MediaStore: ...
+
+    @property
+    def invitations(self) -> InvitationStore: ...
+
+    @property
+    def migrations(self) -> MigrationStore: ...
+
+    @property
+    def reddit_tokens(self) -> RedditTokenStore: ...
 
     async def ping(self) -> None:
         """Raises Unavailable when the backend does not answer."""
@@ -478,6 +498,20 @@ class RedditPost:
     score: int
     num_comments: int
     created_utc: float
+    preview_url: str | None = None  # largest preview image, HTML entities unescaped
+
+
+@attrs.frozen
+class RedditProfile:
+    """``GET /user/{name}/about``: who a Reddit recipient is and whether they take PMs.
+
+    ``accept_pms`` is None when Reddit does not say (e.g. a suspended account)."""
+
+    name: str
+    id: str | None
+    created_utc: float | None
+    accept_pms: bool | None = None
+    is_suspended: bool = False
 
 
 @attrs.frozen
@@ -528,6 +562,15 @@ class RedditClient(Protocol):
     ) -> RedditListing: ...
 
     async def compose(self, access_token: str, *, to: str, subject: str, text: str) -> None: ...
+
+    async def reply(self, access_token: str, *, thing_id: str, text: str) -> RedditMessage:
+        """Reply inside an existing thread (``/api/comment`` on a ``t4_``); returns the
+        new message, which Reddit reports (unlike ``compose``)."""
+        ...
+
+    async def user_about(self, access_token: str, name: str) -> RedditProfile:
+        """Raises NotFound for an unknown user."""
+        ...
 
     async def messages(
         self, access_token: str, *, box: str, after: str | None, limit: int
