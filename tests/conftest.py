@@ -7,7 +7,7 @@ import os
 
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["tests.services"]
+pytest_plugins = ["tests.services", "tests.services_s3", "tests.services_redis"]
 
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile(

@@ -10,6 +10,8 @@ real sleep for adapters on real services). The tests never change.
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
@@ -17,13 +19,17 @@ from typing import Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
+import httpx
 
+from omninudge_adapters.localfs import LocalFsBlobStore
 from omninudge_adapters.memory.blobs import MemoryBlobStore
 from omninudge_adapters.memory.cache import MemoryCache
 from omninudge_adapters.memory.fanout import MemoryFanOut
 from omninudge_adapters.memory.presence import MemoryPresence
 from omninudge_adapters.memory.ratelimit import MemoryRateLimiter
 from omninudge_adapters.memory.revocations import MemoryRevocations
+from omninudge_adapters.redis import RedisAdapters, open_redis
+from omninudge_adapters.s3 import open_s3_blob_store
 from omninudge_core.errors import NotFound
 from omninudge_core.ports import BlobStore, Cache, FanOut, Presence, RateLimiter, Revocations
 
@@ -133,13 +139,119 @@ async def memory_blobstore() -> AsyncIterator[BlobHarness]:
     yield BlobHarness(store, clock.advance, clock, fetch=fetch)
 
 
+# --- redis (the run's shared Redis, a fresh key prefix per adapter) ----------------------
+
+
+@asynccontextmanager
+async def redis_adapters() -> AsyncIterator[RedisAdapters]:
+    from tests.services_redis import session_redis_url, unique_prefix
+
+    async with open_redis(session_redis_url(), prefix=unique_prefix()) as adapters:
+        yield adapters
+
+
+@asynccontextmanager
+async def redis_presence() -> AsyncIterator[Harness[Presence]]:
+    async with redis_adapters() as redis:
+        yield Harness(redis.presence, real_sleep, time.time)
+
+
+@asynccontextmanager
+async def redis_revocations() -> AsyncIterator[Harness[Revocations]]:
+    async with redis_adapters() as redis:
+        yield Harness(redis.revocations, real_sleep, time.time)
+
+
+@asynccontextmanager
+async def redis_ratelimiter() -> AsyncIterator[Harness[RateLimiter]]:
+    async with redis_adapters() as redis:
+        yield Harness(redis.rate_limiter, real_sleep, time.time)
+
+
+@asynccontextmanager
+async def redis_cache() -> AsyncIterator[Harness[Cache]]:
+    async with redis_adapters() as redis:
+        yield Harness(redis.cache, real_sleep, time.time)
+
+
+@asynccontextmanager
+async def redis_fanout() -> AsyncIterator[Harness[FanOut]]:
+    async with redis_adapters() as redis:
+        yield Harness(redis.fanout, real_sleep, time.time)
+
+
+async def _fetch_local_url(
+    store: MemoryBlobStore | LocalFsBlobStore, base_url: str, url: str
+) -> bytes | None:
+    # What the server's GET /media/{key} route does for a store that signs its own URLs.
+    parts = urlsplit(url)
+    prefix = urlsplit(base_url).path + "/media/"
+    if not parts.path.startswith(prefix):
+        return None
+    key = unquote(parts.path[len(prefix) :])
+    query = parse_qs(parts.query)
+    exp, sig = query.get("exp", [""])[0], query.get("sig", [""])[0]
+    if not store.verify(key, exp, sig):
+        return None
+    try:
+        return await store.get(key)
+    except NotFound:
+        return None
+
+
+@asynccontextmanager
+async def localfs_blobstore() -> AsyncIterator[BlobHarness]:
+    clock = FakeClock()
+    with tempfile.TemporaryDirectory(prefix="omninudge-blobs-") as root:
+        store = LocalFsBlobStore(
+            root, secret=b"contract-test-secret-0123456789", base_url=MEMORY_BASE_URL, clock=clock
+        )
+
+        async def fetch(url: str) -> bytes | None:
+            return await _fetch_local_url(store, MEMORY_BASE_URL, url)
+
+        yield BlobHarness(store, clock.advance, clock, fetch=fetch)
+
+
+@asynccontextmanager
+async def s3_blobstore() -> AsyncIterator[BlobHarness]:
+    from tests.services_s3 import shared_s3_settings
+
+    settings = await asyncio.to_thread(shared_s3_settings)
+    async with (
+        open_s3_blob_store(
+            bucket=settings.bucket,
+            endpoint_url=settings.endpoint_url,
+            region=settings.region,
+            access_key_id=settings.access_key_id,
+            secret_access_key=settings.secret_access_key,
+        ) as store,
+        httpx.AsyncClient() as http,
+    ):
+
+        async def fetch(url: str) -> bytes | None:
+            # S3 serves its presigned URLs itself; it answers 403 to a bad or old one.
+            answer = await http.get(url)
+            return answer.content if answer.status_code == 200 else None
+
+        yield BlobHarness(store, real_sleep, time.time, fetch=fetch)
+
+
 # --- the adapters under contract, per port ---------------------------------------------
 
-PRESENCE: dict[str, Factory[Presence]] = {"memory": memory_presence}
-REVOCATIONS: dict[str, Factory[Revocations]] = {"memory": memory_revocations}
-RATE_LIMITERS: dict[str, Factory[RateLimiter]] = {"memory": memory_ratelimiter}
-CACHES: dict[str, Factory[Cache]] = {"memory": memory_cache}
-FANOUTS: dict[str, Factory[FanOut]] = {"memory": memory_fanout}
+PRESENCE: dict[str, Factory[Presence]] = {"memory": memory_presence, "redis": redis_presence}
+REVOCATIONS: dict[str, Factory[Revocations]] = {
+    "memory": memory_revocations,
+    "redis": redis_revocations,
+}
+RATE_LIMITERS: dict[str, Factory[RateLimiter]] = {
+    "memory": memory_ratelimiter,
+    "redis": redis_ratelimiter,
+}
+CACHES: dict[str, Factory[Cache]] = {"memory": memory_cache, "redis": redis_cache}
+FANOUTS: dict[str, Factory[FanOut]] = {"memory": memory_fanout, "redis": redis_fanout}
 BLOBSTORES: dict[str, Callable[[], AbstractAsyncContextManager[BlobHarness]]] = {
-    "memory": memory_blobstore
+    "memory": memory_blobstore,
+    "localfs": localfs_blobstore,
+    "s3": s3_blobstore,
 }
