@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 import attrs
 
-__all__ = ["Decision"]
+__all__ = ["Decision", "TransitionRow"]
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -21,3 +21,16 @@ E = TypeVar("E")
 class Decision(Generic[S, E]):
     state: S
     effects: tuple[E, ...] = ()
+
+
+@attrs.frozen
+class TransitionRow:
+    """One row of a machine's transition table, for generated docs (so they cannot drift)."""
+
+    state: str
+    input: str
+    next_states: str
+    rule: str
+
+    def markdown(self) -> str:
+        return f"| {self.state} | {self.input} | {self.next_states} | {self.rule} |"

@@ -56,7 +56,7 @@ import attrs
 import cattrs
 from cattrs.strategies import configure_tagged_union
 
-from omninudge_core.decision import Decision
+from omninudge_core.decision import Decision, TransitionRow
 from omninudge_core.errors import Forbidden, IllegalTransition, InvalidFrame
 from omninudge_core.models import Message, Origin, RedditMessage, UpgradeState
 
@@ -652,17 +652,6 @@ def next_deadline(state: MigrationState) -> datetime | None:
     if isinstance(state, Importing):
         return state.retry_at
     return None
-
-
-@attrs.frozen
-class TransitionRow:
-    state: str
-    input: str
-    next_states: str
-    rule: str
-
-    def markdown(self) -> str:
-        return f"| {self.state} | {self.input} | {self.next_states} | {self.rule} |"
 
 
 def describe_transitions() -> list[TransitionRow]:

@@ -47,7 +47,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
-from omninudge_core.decision import Decision
+from omninudge_core.decision import Decision, TransitionRow
 from omninudge_core.errors import IllegalTransition
 
 __all__ = [
@@ -601,17 +601,6 @@ def next_deadline(state: SessionState) -> datetime | None:
     if isinstance(state, Open):
         return state.next_ping_at
     return None
-
-
-@attrs.frozen
-class TransitionRow:
-    state: str
-    input: str
-    next_states: str
-    rule: str
-
-    def markdown(self) -> str:
-        return f"| {self.state} | {self.input} | {self.next_states} | {self.rule} |"
 
 
 def describe_transitions() -> list[TransitionRow]:
