@@ -1,0 +1,56 @@
+"""The Starlette application factory.
+
+``create_app(settings)`` builds routes, middleware and error handlers but opens
+nothing: adapters are created in the lifespan (``wiring.open_services``) and closed
+when the server stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from omninudge_server import routes_auth, routes_conversations, routes_ops, routes_users, ws
+from omninudge_server.config import Settings
+from omninudge_server.errors import exception_handlers
+from omninudge_server.metrics import Metrics, RequestLogMiddleware
+from omninudge_server.realtime import Hub
+from omninudge_server.wiring import open_services, utcnow
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> Starlette:
+    """The reference server as an ASGI app (serve it with uvicorn, lifespan on)."""
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_services(settings, clock=clock) as services:
+            hub = Hub(services.fanout)
+            app.state.services = services
+            app.state.hub = hub
+            try:
+                yield
+            finally:
+                await hub.close()
+
+    app = Starlette(
+        routes=[
+            *routes_ops.routes,
+            *routes_auth.routes,
+            *routes_users.routes,
+            *routes_conversations.routes,
+            *ws.routes,
+        ],
+        middleware=[Middleware(RequestLogMiddleware, metrics=metrics)],
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    return app

@@ -1,0 +1,109 @@
+"""The connection hub: which live connections (WebSocket or long-poll) a user has in
+this process, fed by the FanOut port.
+
+Notices travel through FanOut as small JSON payloads, per user:
+
+- ``{"k": "events", "up_to": seq}``: the user's durable stream grew to ``seq``
+  (the connection loads and pushes the events itself; a lost notice is recovered
+  by resume, so fan-out stays best effort - DESIGN.md durability rule);
+- ``{"k": "frame", "frame": {...}}``: an ephemeral frame (typing, presence) to
+  forward as is; it carries no ``seq`` and is never stored.
+
+One FanOut subscription per user with at least one connection here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+from omninudge_core.ports import FanOut, Subscription
+
+__all__ = ["Hub", "Listener"]
+
+logger = logging.getLogger("omninudge.realtime")
+
+
+class Listener(Protocol):
+    def on_notice(self, notice: Mapping[str, Any]) -> None:
+        """Called in the event loop for every notice of the user; must not block."""
+        ...
+
+
+class Hub:
+    def __init__(self, fanout: FanOut) -> None:
+        self._fanout = fanout
+        self._listeners: dict[str, set[Listener]] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._lock = asyncio.Lock()
+
+    def connection_count(self, user_id: str) -> int:
+        return len(self._listeners.get(user_id, ()))
+
+    def is_connected_here(self, user_id: str) -> bool:
+        return bool(self._listeners.get(user_id))
+
+    async def attach(self, user_id: str, listener: Listener) -> None:
+        async with self._lock:
+            listeners = self._listeners.setdefault(user_id, set())
+            listeners.add(listener)
+            if user_id not in self._subscriptions:
+
+                def deliver(payload: bytes, user_id: str = user_id) -> None:
+                    self._dispatch(user_id, payload)
+
+                self._subscriptions[user_id] = await self._fanout.subscribe(user_id, deliver)
+
+    async def detach(self, user_id: str, listener: Listener) -> None:
+        async with self._lock:
+            listeners = self._listeners.get(user_id)
+            if listeners is None:
+                return
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[user_id]
+                subscription = self._subscriptions.pop(user_id, None)
+                if subscription is not None:
+                    await subscription.close()
+
+    def _dispatch(self, user_id: str, payload: bytes) -> None:
+        try:
+            notice = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            logger.warning("dropping an unreadable fan-out notice for %s", user_id)
+            return
+        if not isinstance(notice, dict):
+            return
+        for listener in list(self._listeners.get(user_id, ())):
+            try:
+                listener.on_notice(notice)
+            except Exception:  # one broken connection must not starve the others
+                logger.exception("listener failed on a notice")
+
+    async def notify_events(self, user_id: str, up_to: int) -> None:
+        """Announce that ``user_id``'s stream reached ``up_to`` (best effort)."""
+        await self._publish(user_id, {"k": "events", "up_to": up_to})
+
+    async def send_ephemeral(self, user_id: str, frame: Mapping[str, Any]) -> None:
+        """Forward an ephemeral frame (typing, presence) to the user's connections."""
+        await self._publish(user_id, {"k": "frame", "frame": dict(frame)})
+
+    async def _publish(self, user_id: str, notice: Mapping[str, Any]) -> None:
+        try:
+            await self._fanout.publish(user_id, orjson.dumps(notice))
+        except Exception:
+            # Fan-out is best effort: the durable stream and resume close the gap.
+            logger.warning("fan-out publish failed for %s", user_id, exc_info=True)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for subscription in self._subscriptions.values():
+                with contextlib.suppress(Exception):
+                    await subscription.close()
+            self._subscriptions.clear()
+            self._listeners.clear()

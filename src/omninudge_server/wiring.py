@@ -1,0 +1,136 @@
+"""The composition root: Settings -> adapters, in one async context manager.
+
+``open_services(settings)`` is entered by the app's lifespan (never at import) and
+closes everything on exit. Forty lines of explicit wiring, no container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import cast
+
+import attrs
+
+from omninudge_core.ports import FanOut, Presence, RateLimiter, Revocations, Storage
+from omninudge_server.auth import TokenService, load_or_create_secret
+from omninudge_server.config import Settings
+
+__all__ = ["Services", "migrate", "open_services", "open_storage", "preflight", "utcnow"]
+
+logger = logging.getLogger("omninudge.server")
+
+
+def utcnow() -> datetime:
+    """The shell's clock (the core never reads one)."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Random, URL-safe, 128-bit ids for users, conversations and messages."""
+    return secrets.token_hex(16)
+
+
+@attrs.define
+class Services:
+    """Everything a handler may use. Built once per process by ``open_services``."""
+
+    settings: Settings
+    storage: Storage
+    presence: Presence
+    revocations: Revocations
+    rate_limiter: RateLimiter
+    fanout: FanOut
+    tokens: TokenService
+    started_at: datetime
+    clock: Callable[[], datetime] = utcnow
+    new_id: Callable[[], str] = new_id
+    delivery_locks: list[asyncio.Lock] = attrs.field(
+        factory=lambda: [asyncio.Lock() for _ in range(64)]
+    )
+
+    @property
+    def redis_mode(self) -> str:
+        return "in-process" if self.settings.redis_url is None else "redis"
+
+
+@contextlib.asynccontextmanager
+async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
+    """The relational storage chosen by ``DATABASE_URL`` (migrations applied on open)."""
+    kind = settings.database_kind
+    if kind == "postgres":
+        from omninudge_adapters.postgres import open_postgres_storage
+
+        async with open_postgres_storage(settings.database_url) as postgres:
+            yield cast(Storage, postgres)
+    elif kind == "sqlite":
+        from omninudge_adapters.sqlite import open_sqlite_storage
+
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        async with open_sqlite_storage(settings.sqlite_path) as sqlite:
+            yield cast(Storage, sqlite)
+    else:
+        from omninudge_adapters.memory.storage import open_memory_storage
+
+        async with open_memory_storage() as memory:
+            # Protocol attributes are invariant for mypy; the adapters match structurally.
+            yield cast(Storage, memory)
+
+
+async def preflight(settings: Settings) -> None:
+    """Open the storage once (applying migrations) and ping it, so that a database
+    that is down stops ``omninudge serve`` with one line instead of a lifespan
+    traceback. Raises Unavailable (or another PortError)."""
+    async with open_storage(settings) as storage:
+        await storage.ping()
+
+
+async def migrate(settings: Settings) -> list[int]:
+    """Apply schema migrations for ``DATABASE_URL``; returns the versions applied."""
+    kind = settings.database_kind
+    if kind == "postgres":
+        from omninudge_adapters.postgres import migrate_postgres
+
+        return list(await migrate_postgres(settings.database_url))
+    if kind == "sqlite":
+        from omninudge_adapters.sqlite import migrate_sqlite
+
+        settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        return list(await migrate_sqlite(settings.sqlite_path))
+    return []
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings, *, clock: Callable[[], datetime] = utcnow
+) -> AsyncIterator[Services]:
+    """Build every adapter from ``settings``; close them all on exit."""
+    from omninudge_adapters.memory.fanout import MemoryFanOut
+    from omninudge_adapters.memory.presence import MemoryPresence
+    from omninudge_adapters.memory.ratelimit import MemoryRateLimiter
+    from omninudge_adapters.memory.revocations import MemoryRevocations
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = settings.jwt_secret or load_or_create_secret(settings.jwt_secret_path)
+    async with open_storage(settings) as storage:
+        services = Services(
+            settings=settings,
+            storage=storage,
+            presence=MemoryPresence(),
+            revocations=MemoryRevocations(),
+            rate_limiter=MemoryRateLimiter(),
+            fanout=MemoryFanOut(),
+            tokens=TokenService(secret, ttl_s=settings.token_ttl_s),
+            started_at=clock(),
+            clock=clock,
+        )
+        logger.info(
+            "services ready: database=%s presence/fan-out=%s",
+            settings.database_kind,
+            services.redis_mode,
+        )
+        yield services
