@@ -224,7 +224,14 @@ def _encode_image(decoded: _Decoded) -> bytes:
         # Baseline, not progressive: progressive encoding is ~6x slower for a 12 MP photo.
         first.save(out, format="JPEG", quality=JPEG_QUALITY, **options)
     elif decoded.output_format == "PNG":
-        first.save(out, format="PNG", **options)
+        # APNG: every frame (already composited onto full canvases), timing and loop.
+        animation = {
+            "save_all": True,
+            "append_images": rest,
+            "duration": list(decoded.durations),
+            "loop": decoded.loop,
+        }
+        first.save(out, format="PNG", **(animation if decoded.animated else {}), **options)
     elif decoded.output_format == "WEBP":
         animation = {"save_all": True, "append_images": rest, "duration": list(decoded.durations)}
         first.save(
