@@ -99,6 +99,9 @@ class NavAction(enum.Enum):
 class ReceiptStatus(enum.Enum):
     DELIVERED = "delivered"
     READ = "read"
+    # The outcome of relaying to a Reddit-only recipient (delivery's Reddit route).
+    RELAYED_TO_REDDIT = "relayed_to_reddit"
+    RELAY_FAILED = "relay_failed"
 
 
 @attrs.frozen
