@@ -14,10 +14,20 @@ connections are autocommit). Its data-modifying CTEs run in this order:
 4. (after the main query) insert the delivery rows and move the conversation's
    last_message_at forward - the conversation row is locked last, after the
    streams, so lock order is the same for every writer.
+
+Group commit (on by default): appends that arrive while a batch is being written
+wait and go together in the next one - one transaction on one connection, every
+``append`` statement sent in pipeline mode, so a batch costs ONE network round trip
+and ONE commit (one WAL flush) however many messages it holds. Every caller returns
+only after that commit. If the batch fails (one bad message aborts the transaction),
+its appends are retried one by one, so each caller gets its own answer (NotFound,
+Conflict) and the good ones still commit. ``group_commit=False``: one transaction per
+append.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +42,7 @@ from omninudge_adapters.postgres.rows import (
     message_from_row,
     message_params,
 )
-from omninudge_core.errors import Conflict, NotFound
+from omninudge_core.errors import Conflict, NotFound, PortError, Unavailable
 from omninudge_core.models import (
     ConversationId,
     DeliveryRecord,
@@ -45,6 +55,11 @@ from omninudge_core.models import (
 from omninudge_core.ports import Appended, Page
 
 __all__ = ["PostgresMessageStore"]
+
+# A bound on one batch (its statements travel in one pipeline).
+MAX_BATCH = 256
+
+_Rows = list[tuple[Any, ...]]
 
 _APPEND = f"""
 WITH new_message AS (
@@ -115,8 +130,13 @@ _HISTORY_AFTER = _HISTORY.format(keyset="AND (sent_at, id) < (%(at)s, %(id)s)")
 
 
 class PostgresMessageStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, group_commit: bool = True) -> None:
         self._db = db
+        self.group_commit = group_commit
+        # Appends waiting for the next batch, and the task writing batches.
+        self._queue: list[tuple[dict[str, Any], asyncio.Future[_Rows]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches_written = 0  # for benchmarks and tests: batch transactions committed
 
     async def append(
         self,
@@ -138,19 +158,21 @@ class PostgresMessageStore:
             d_status=[d.status.value for d in deliveries],
             d_updated=[d.updated_at for d in deliveries],
         )
-        async with self._db.connection("append message") as conn:
-            cur = await conn.execute(_APPEND, params)
-            rows = await cur.fetchall()
-            if rows and rows[0][0] == 0:
+        if self.group_commit:
+            rows = await self._append_grouped(params)
+        else:
+            rows = await self._append_alone(params)
+        if rows and rows[0][0] == 0:
+            async with self._db.connection("append message") as conn:
                 cur = await conn.execute(
                     f"SELECT {MESSAGE_COLUMNS} FROM messages"
                     " WHERE sender_id = %s AND client_msg_id = %s",
                     (message.sender_id, message.client_msg_id),
                 )
                 original = await cur.fetchone()
-                if original is None:
-                    raise Conflict("the replayed message disappeared concurrently")
-                return Appended(message=message_from_row(original), created=False)
+            if original is None:
+                raise Conflict("the replayed message disappeared concurrently")
+            return Appended(message=message_from_row(original), created=False)
         numbered = [row for row in rows if row[1] is not None]
         events = tuple(
             StreamEvent(
@@ -163,6 +185,55 @@ class PostgresMessageStore:
             for user_id, (_, seq, created_at) in zip(notify, numbered, strict=True)
         )
         return Appended(message=message, created=True, events=events)
+
+    async def _append_alone(self, params: dict[str, Any]) -> _Rows:
+        async with self._db.connection("append message") as conn:
+            cur = await conn.execute(_APPEND, params)
+            return await cur.fetchall()
+
+    async def _append_grouped(self, params: dict[str, Any]) -> _Rows:
+        future: asyncio.Future[_Rows] = asyncio.get_running_loop().create_future()
+        self._queue.append((params, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
+        # Shielded: a cancelled caller must not cancel the batch the others wait for.
+        return await asyncio.shield(future)
+
+    async def _write_batches(self) -> None:
+        batch: list[tuple[dict[str, Any], asyncio.Future[_Rows]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    results: list[_Rows] | None = await self._write_batch([p for p, _ in batch])
+                except PortError:
+                    results = None
+                for index, (params, future) in enumerate(batch):
+                    if results is not None:
+                        future.set_result(results[index])
+                        continue
+                    try:
+                        future.set_result(await self._append_alone(params))
+                    except PortError as exc:
+                        future.set_exception(exc)
+        except BaseException:
+            # Cancelled (shutdown) or a bug: no caller may wait forever.
+            for _, future in [*batch, *self._queue]:
+                if not future.done():
+                    future.set_exception(Unavailable("the message store is shutting down"))
+            self._queue = []
+            raise
+
+    async def _write_batch(self, batch: list[dict[str, Any]]) -> list[_Rows]:
+        """All of ``batch`` in one transaction and one round trip. Raises PortError."""
+        if len(batch) == 1:
+            return [await self._append_alone(batch[0])]
+        async with self._db.connection("append messages") as conn:
+            async with conn.pipeline(), conn.transaction():
+                cursors = [await conn.execute(_APPEND, params) for params in batch]
+            results = [await cur.fetchall() for cur in cursors]
+        self.batches_written += 1
+        return results
 
     async def get(self, message_id: MessageId) -> Message:
         """Raises NotFound."""

@@ -43,7 +43,7 @@ __all__ = ["PostgresStorage", "open_postgres_storage"]
 class PostgresStorage:
     """The relational stores of one PostgreSQL database (``ports.Storage``)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, group_commit: bool = True) -> None:
         self._db = db
         # Typed as the ports: ``Storage``'s attributes are invariant, and this makes
         # mypy check that every store implements its port.
@@ -51,7 +51,7 @@ class PostgresStorage:
         self.devices: DeviceStore = PostgresDeviceStore(db)
         self.blocks: BlockStore = PostgresBlockStore(db)
         self.conversations: ConversationStore = PostgresConversationStore(db)
-        self.messages: MessageStore = PostgresMessageStore(db)
+        self.messages: MessageStore = PostgresMessageStore(db, group_commit=group_commit)
         self.events: EventStore = PostgresEventStore(db)
         self.media: MediaStore = PostgresMediaStore(db)
         self.invitations: InvitationStore = PostgresInvitationStore(db)
@@ -72,12 +72,15 @@ async def open_postgres_storage(
     max_size: int = 10,
     connect_timeout_s: float = 10.0,
     migrate: bool = True,
+    group_commit: bool = True,
 ) -> AsyncIterator[PostgresStorage]:
     """Open a pool on ``dsn`` (``postgresql://...``), apply pending migrations (unless
     ``migrate=False``) and yield the storage; the pool is closed on exit.
 
     ``connect_timeout_s`` bounds both the initial connection and the wait for a free
-    connection later. Raises Unavailable when the database cannot be reached."""
+    connection later. ``group_commit`` batches concurrent appends into one transaction
+    and one round trip (see ``messages``). Raises Unavailable when the database cannot
+    be reached."""
     if migrate:
         await migrate_postgres(dsn)
     pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -93,6 +96,6 @@ async def open_postgres_storage(
     with map_errors("open storage"):
         await pool.open(wait=True, timeout=connect_timeout_s)
     try:
-        yield PostgresStorage(Database(pool))
+        yield PostgresStorage(Database(pool), group_commit=group_commit)
     finally:
         await pool.close()

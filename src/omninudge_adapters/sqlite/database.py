@@ -12,6 +12,13 @@ a committed write survives power loss. ``NORMAL`` skips that fsync: a commit sti
 survives the process being killed (the WAL is written before COMMIT returns, and the
 OS keeps it), but the last transactions may be lost if the machine loses power.
 
+Group commit (on by default): writers that queue on the lock while a transaction is
+open join it instead of starting their own. Each runs inside its own SAVEPOINT, so a
+write that fails is rolled back alone; the last writer of the group (nobody else
+waiting, or ``MAX_GROUP`` reached) commits, and every member returns only after that
+COMMIT succeeded - one fsync for the whole group, and still no write is reported
+before it is durable. ``group_commit=False`` gives one transaction per write.
+
 Every ``sqlite3`` exception is mapped here (IntegrityError -> Conflict, anything else
 -> Unavailable) and chained with ``from``; none escapes the adapter.
 """
@@ -19,6 +26,7 @@ Every ``sqlite3`` exception is mapped here (IntegrityError -> Conflict, anything
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -39,6 +47,9 @@ T = TypeVar("T")
 
 Params = Sequence[Any] | Mapping[str, Any]
 """Positional (``?``) or named (``:name``) statement parameters."""
+
+# A bound on one group, so a steady stream of writers cannot hold COMMIT back forever.
+MAX_GROUP = 256
 
 # Stay under SQLITE_MAX_VARIABLE_NUMBER of old builds (999) for IN lists.
 _IN_LIST_CHUNK = 500
@@ -65,12 +76,19 @@ class SqliteDatabase:
         reader: aiosqlite.Connection,
         *,
         clock: Callable[[], datetime],
+        group_commit: bool = True,
     ) -> None:
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._closed = False
         self.clock = clock
+        self.group_commit = group_commit
+        # Group commit: writers waiting for the lock, and the open group (if any).
+        self._waiting = 0
+        self._group: _Group | None = None
+        self._flush_task: asyncio.Task[None] | None = None
+        self.groups_committed = 0  # for benchmarks and tests: commits of >= 1 write
 
     @classmethod
     async def open(
@@ -80,6 +98,7 @@ class SqliteDatabase:
         synchronous: Synchronous,
         busy_timeout_s: float,
         clock: Callable[[], datetime],
+        group_commit: bool = True,
     ) -> SqliteDatabase:
         """Open both connections. Raises Unavailable."""
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
@@ -109,13 +128,16 @@ class SqliteDatabase:
             for connection in opened:
                 await connection.close()
             raise
-        return cls(opened[0], opened[1], clock=clock)
+        return cls(opened[0], opened[1], clock=clock, group_commit=group_commit)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         async with self._write_lock:
+            if self._group is not None:
+                with contextlib.suppress(PortError):
+                    await self._commit_group()
             await self._writer.close()
         await self._reader.close()
 
@@ -138,8 +160,14 @@ class SqliteDatabase:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Transaction]:
         """One write transaction: committed when the block ends, rolled back (and the
-        error mapped) when it raises. Raises Conflict or Unavailable."""
+        error mapped) when it raises. With group commit the block's writes share a
+        transaction with concurrent writers; the block still returns only after they
+        are committed. Raises Conflict or Unavailable."""
         self._check_open()
+        if self.group_commit:
+            async with self._grouped_write() as tx:
+                yield tx
+            return
         async with self._write_lock:
             connection = self._writer
             try:
@@ -159,6 +187,101 @@ class SqliteDatabase:
                 await self._rollback(connection)
                 raise map_sqlite_error(exc) from exc
 
+    @asynccontextmanager
+    async def _grouped_write(self) -> AsyncIterator[Transaction]:
+        self._waiting += 1
+        try:
+            await self._write_lock.acquire()
+        except BaseException:
+            self._waiting -= 1
+            self._flush_abandoned_group()
+            raise
+        self._waiting -= 1
+        group: _Group | None = None
+        try:
+            connection = self._writer
+            try:
+                if self._group is None:
+                    await connection.execute("BEGIN IMMEDIATE")
+                    self._group = _Group()
+                group = self._group
+                await connection.execute("SAVEPOINT omninudge_write")
+            except sqlite3.Error as exc:
+                raise map_sqlite_error(exc) from exc
+            try:
+                yield Transaction(connection)
+            except BaseException as exc:
+                await self._rollback_savepoint(connection)
+                if isinstance(exc, sqlite3.Error):
+                    raise map_sqlite_error(exc) from exc
+                raise
+            try:
+                await connection.execute("RELEASE omninudge_write")
+            except sqlite3.Error as exc:
+                await self._rollback_savepoint(connection)
+                raise map_sqlite_error(exc) from exc
+            group.members += 1
+        except BaseException:
+            if self._group is not None and not self._writer.in_transaction:
+                # SQLite rolled the whole transaction back (some I/O errors do): the
+                # group's earlier writes are gone, so its members must hear so.
+                self._fail_group(Unavailable("sqlite rolled back a group of writes"))
+            raise
+        finally:
+            # The last writer of the group commits it, also when its own write failed.
+            if self._group is not None and (self._waiting == 0 or self._group.members >= MAX_GROUP):
+                await self._commit_group()
+            self._write_lock.release()
+        assert group is not None
+        # Shielded: a cancelled member must not cancel the commit the others wait for.
+        await asyncio.shield(group.committed)
+
+    async def _commit_group(self) -> None:
+        """COMMIT the open group (lock held) and tell its members how it went."""
+        group = self._group
+        assert group is not None
+        try:
+            await self._writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback(self._writer)
+            self._fail_group(map_sqlite_error(exc))
+            return
+        self._group = None
+        self.groups_committed += 1
+        group.committed.set_result(None)
+
+    def _fail_group(self, error: PortError) -> None:
+        group, self._group = self._group, None
+        assert group is not None
+        if group.members:
+            group.committed.set_exception(error)
+        else:
+            group.committed.set_result(None)  # nobody waits on it
+
+    def _flush_abandoned_group(self) -> None:
+        # A writer gave up waiting for the lock: if it was the one the holder left the
+        # group open for, nobody else will commit it.
+        if self._group is None or self._waiting or self._write_lock.locked():
+            return
+        if self._flush_task is not None and not self._flush_task.done():
+            return
+
+        async def flush() -> None:
+            async with self._write_lock:
+                if self._group is not None and not self._closed:
+                    await self._commit_group()
+
+        self._flush_task = asyncio.get_running_loop().create_task(flush())
+
+    @staticmethod
+    async def _rollback_savepoint(connection: aiosqlite.Connection) -> None:
+        # Shielded like _rollback: undo this writer's statements only, keep the group's.
+        try:
+            await asyncio.shield(connection.execute("ROLLBACK TO omninudge_write"))
+            await asyncio.shield(connection.execute("RELEASE omninudge_write"))
+        except sqlite3.Error:
+            pass
+
     @staticmethod
     async def _rollback(connection: aiosqlite.Connection) -> None:
         # Shielded: a cancelled caller must not leave the writer inside a transaction.
@@ -168,6 +291,16 @@ class SqliteDatabase:
         except sqlite3.Error:
             # The transaction is already gone (SQLite rolls back on some I/O errors).
             pass
+
+
+class _Group:
+    """Writers sharing one open transaction; ``committed`` resolves at its COMMIT."""
+
+    __slots__ = ("committed", "members")
+
+    def __init__(self) -> None:
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.members = 0
 
 
 class Transaction:
