@@ -20,10 +20,31 @@ PYTHON = "3.11"
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite against real services (PostgreSQL, Redis, uvicorn)."""
-    session.install("-e", ".[test]")
+    """The whole test suite against real services (PostgreSQL, Redis, S3, uvicorn, and
+    Debian's Chromium for tests/e2e)."""
+    session.install("-e", ".[test,e2e]")
+    session.env["OMNINUDGE_E2E_REQUIRED"] = "1"
     session.env.setdefault("HYPOTHESIS_PROFILE", os.environ.get("HYPOTHESIS_PROFILE", "ci"))
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """Only the web client in a real browser: Playwright driving Debian's Chromium
+    (/usr/bin/chromium, or OMNINUDGE_CHROMIUM); Playwright's own browsers are not used."""
+    session.install("-e", ".[test,e2e]")
+    session.env["OMNINUDGE_E2E_REQUIRED"] = "1"
+    session.run("pytest", "tests/e2e", "--show-capture=no", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def drills(session: nox.Session) -> None:
+    """The reliability and security drills at full size (docs/reliability.md); the
+    CI-bounded versions run inside `tests`."""
+    session.install("-e", ".[test]")
+    session.env["OMNINUDGE_DRILL_SCALE"] = "long"
+    session.env.setdefault("HYPOTHESIS_PROFILE", "thorough")
+    session.run("pytest", "-s", "-q", "--timeout=1800", *(session.posargs or ["tests/drills"]))
 
 
 @nox.session(python=PYTHON)

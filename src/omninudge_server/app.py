@@ -14,11 +14,23 @@ from datetime import datetime
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from omninudge_server import routes_auth, routes_conversations, routes_ops, routes_users, ws
+from omninudge_server import (
+    invites,
+    reddit_auth,
+    reddit_browse,
+    routes_auth,
+    routes_conversations,
+    routes_media,
+    routes_ops,
+    routes_users,
+    ws,
+)
+from omninudge_server import web as web_client
 from omninudge_server.config import Settings
 from omninudge_server.errors import exception_handlers
 from omninudge_server.metrics import Metrics, RequestLogMiddleware
 from omninudge_server.realtime import Hub
+from omninudge_server.slideshows import SlideshowDriver
 from omninudge_server.wiring import open_services, utcnow
 
 __all__ = ["create_app"]
@@ -34,9 +46,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             hub = Hub(services.fanout)
             app.state.services = services
             app.state.hub = hub
+            app.state.slideshows = SlideshowDriver(services, hub)
             try:
                 yield
             finally:
+                await app.state.slideshows.close()
                 await hub.close()
 
     app = Starlette(
@@ -45,7 +59,12 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             *routes_auth.routes,
             *routes_users.routes,
             *routes_conversations.routes,
+            *routes_media.routes,
             *ws.routes,
+            *web_client.routes,
+            *reddit_auth.routes,
+            *reddit_browse.routes,
+            *invites.routes,
         ],
         middleware=[Middleware(RequestLogMiddleware, metrics=metrics)],
         exception_handlers=exception_handlers,

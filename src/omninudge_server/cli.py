@@ -19,6 +19,10 @@ __all__ = ["build_parser", "main"]
 
 EXIT_CONFIG = 2
 EXIT_DEPENDENCY = 3
+_CHATTY_DRIVERS = (
+    "aiosqlite", "psycopg", "redis", "httpx", "httpcore", "hpack", "websockets",
+    "botocore", "aiobotocore", "s3transfer", "urllib3", "PIL", "multipart", "python_multipart",
+)  # fmt: skip
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database schema migrations and exit")
     _add_common(migrate)
     migrate.set_defaults(handler=_cmd_migrate)
+
+    from omninudge_server.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)  # `omninudge bench`: the load generator (docs/performance.md)
     return parser
 
 
@@ -62,19 +70,25 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Drivers log statements WITH their parameters (envelopes, tokens) at DEBUG:
+    # --log-level debug is for our own loggers only (docs/reliability.md, secrets drill).
+    for name in _CHATTY_DRIVERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from omninudge_server.app import create_app
+    from omninudge_server.shutdown import GracefulServer
     from omninudge_server.wiring import preflight
 
     settings = _settings(args)
     _configure_logging(args.log_level)
     asyncio.run(preflight(settings))
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -89,8 +103,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,  # RequestLogMiddleware logs without query strings
         proxy_headers=True,
         server_header=False,
+        timeout_graceful_shutdown=10,  # in-flight requests finish (docs/reliability.md)
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, app=app)  # SIGTERM: WebSockets close with 1001
     server.run()
     # uvicorn sets started only when the lifespan and the socket came up.
     return 0 if server.started else EXIT_DEPENDENCY

@@ -62,6 +62,7 @@ class Stream:
         self.hello: dict[str, Any] | None = None
         self.last_seq = resume_from  # highest seq received
         self.acked_seq = resume_from  # highest seq acknowledged to the server
+        self.duplicates = 0  # durable events received again (skipped by recv)
 
     @property
     def close_code(self) -> int | None:
@@ -86,6 +87,7 @@ class Stream:
             seq = frame.get("seq")
             if isinstance(seq, int):
                 if seq <= self.last_seq:
+                    self.duplicates += 1
                     continue  # a duplicate after a resume
                 self.last_seq = seq
             if frame.get("type") == "hello":
@@ -122,6 +124,36 @@ class Stream:
 
     async def ping(self) -> None:
         await self._send({"type": "ping"})
+
+    async def slideshow_start(
+        self, conversation_id: str, media_ids: list[str], autoplay_s: int | None = None
+    ) -> None:
+        """Start a slideshow; both participants get ``slideshow`` frames (docs/media.md)."""
+        frame: dict[str, Any] = {
+            "type": "slideshow_start",
+            "conversation_id": conversation_id,
+            "media_ids": list(media_ids),
+        }
+        if autoplay_s is not None:
+            frame["autoplay_s"] = autoplay_s
+        await self._send(frame)
+
+    async def slideshow_nav(
+        self, conversation_id: str, action: str, base_version: int, **target: Any
+    ) -> None:
+        """``action``: next, prev, goto (with ``index=`` or ``media_id=``), pause, resume."""
+        await self._send(
+            {
+                "type": "slideshow_nav",
+                "conversation_id": conversation_id,
+                "action": action,
+                "base_version": base_version,
+                **target,
+            }
+        )
+
+    async def slideshow_stop(self, conversation_id: str) -> None:
+        await self._send({"type": "slideshow_stop", "conversation_id": conversation_id})
 
     async def send_raw(self, data: str | bytes) -> None:
         """Send anything (for tests of the server's input handling)."""
@@ -270,6 +302,18 @@ class Client:
                 f"/api/conversations/{conversation_id}/read", json={"up_to": up_to}
             )
         )
+
+    async def upload_media(self, data: bytes, filename: str = "upload") -> dict[str, Any]:
+        """``POST /api/media``: the stored media with signed URLs (docs/media.md)."""
+        media: dict[str, Any] = _check(
+            await self._http.post("/api/media", files={"file": (filename, data)})
+        )
+        return media
+
+    async def media(self, media_id: str) -> dict[str, Any]:
+        """Fresh signed URLs for a media you uploaded or that was shared with you."""
+        media: dict[str, Any] = _check(await self._http.get(f"/api/media/{media_id}"))
+        return media
 
     async def events(self, since: int = 0, wait_s: int = 0) -> dict[str, Any]:
         """The long-poll fallback: ``{events, next}``, waiting up to ``wait_s`` (<= 30)

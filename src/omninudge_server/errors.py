@@ -27,9 +27,12 @@ from omninudge_core.errors import (
 __all__ = [
     "CLOSE_AUTH_FAILED",
     "CLOSE_AUTH_TIMEOUT",
+    "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL",
     "CLOSE_POLICY",
+    "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOO_BIG",
+    "CLOSE_TOO_MANY_CONNECTIONS",
     "error_body",
     "error_response",
     "exception_handlers",
@@ -45,6 +48,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_AUTH_FAILED = AuthenticationFailed.close_code  # 4401
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_GOING_AWAY = 1001  # graceful shutdown: reconnect (to another instance) and resume
+CLOSE_SLOW_CONSUMER = 4413  # the peer stopped reading; its buffer is full (docs/reliability.md)
+CLOSE_TOO_MANY_CONNECTIONS = 4429  # over ws_max_connections_per_user on this instance
 
 _HTTP_CODES = {
     400: "invalid_request",

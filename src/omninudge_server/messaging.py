@@ -27,8 +27,8 @@ from omninudge_core.errors import (
     Forbidden,
     InvalidFrame,
     NotFound,
+    OmniNudgeError,
     RateLimited,
-    Unavailable,
 )
 from omninudge_core.models import (
     Conversation,
@@ -63,6 +63,7 @@ logger = logging.getLogger("omninudge.messaging")
 class SendOutcome:
     message: Message
     created: bool
+    relay_error: OmniNudgeError | None = None  # a failed relay to a Reddit-only recipient
 
 
 async def load_conversation(services: Services, conversation_id: str, user_id: str) -> Conversation:
@@ -117,10 +118,21 @@ async def send_message(
         await _block_relation(services, sender_id, recipient_id), sender_id, recipient_id
     )
     if conversation.kind is not ConversationKind.PLATFORM:
-        raise Unavailable(
-            "messages to Reddit-only people need Reddit, which is not configured",
-            code="reddit_unavailable",
-        )
+        recipient = await services.storage.users.get(recipient_id)
+        if not recipient.on_platform:
+            from omninudge_server.relay import relay_message
+
+            return await relay_message(
+                services,
+                hub,
+                metrics,
+                conversation=conversation,
+                sender_id=sender_id,
+                recipient=recipient,
+                client_msg_id=client_msg_id,
+                envelope=envelope,
+                text=text,
+            )
     if envelope is None:
         raise InvalidFrame(
             "a platform recipient needs an end-to-end encrypted envelope",

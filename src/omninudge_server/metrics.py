@@ -10,7 +10,14 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,6 +32,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes: `omninudge bench --url`.
+        ProcessCollector(registry=r)
         self.connections = Gauge("omninudge_connections", "Open WebSocket connections", registry=r)
         self.messages_sent = Counter(
             "omninudge_messages_sent_total", "Messages accepted", ["origin"], registry=r

@@ -73,7 +73,9 @@ _MESSAGE = {
         "envelope": {"$ref": "#/components/schemas/Envelope"},
         "text": {"type": "string"},
         "sent_at": {"type": "string", "format": "date-time"},
-        "status": {"enum": ["accepted", "pushed", "delivered", "read"]},
+        "status": {
+            "enum": ["accepted", "pushed", "delivered", "read", "relayed_to_reddit", "relay_failed"]
+        },
     },
 }
 _CONVERSATION = {
@@ -118,6 +120,46 @@ _SESSION = {
         "expires_in": {"type": "integer"},
         "user": {"$ref": "#/components/schemas/User"},
     },
+}
+
+
+_REDDIT_POST = {
+    "type": "object",
+    "properties": {
+        name: {"type": kind}
+        for name, kind in (
+            ("id", "string"), ("title", "string"), ("author", "string"),
+            ("author_on_platform", "boolean"), ("permalink", "string"), ("url", "string"),
+            ("thumbnail", ["string", "null"]), ("preview_url", ["string", "null"]),
+            ("media_type", "string"), ("over_18", "boolean"), ("score", "integer"),
+            ("num_comments", "integer"), ("created_at", "string"),
+        )
+    },
+}  # fmt: skip
+
+
+_MEDIA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "owner_id": {"type": "string"},
+        "kind": {"enum": ["image", "video"]},
+        "content_type": {"type": "string"},
+        "size": {"type": "integer"},
+        "width": {"type": ["integer", "null"]},
+        "height": {"type": ["integer", "null"]},
+        "url": {"type": "string", "description": "signed; valid until expires_at"},
+        "thumbnail_url": {"type": ["string", "null"]},
+        "thumbnail_content_type": {"type": ["string", "null"]},
+        "thumbnail_status": {"enum": ["ready", "unavailable_no_ffmpeg", "failed"]},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+}
+_MULTIPART_FILE = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}},
 }
 
 
@@ -178,14 +220,62 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, bool, list[dict[str, Any]]]
      "Send (201); the same client_msg_id again answers 200; 409 device_mismatch",
      _obj(["conversation_id", "client_msg_id"], conversation_id=_STR, client_msg_id=_STR,
           envelope=_ref("Envelope"), text=_STR), 201,
-     _obj(["message"], message=_ref("Message")), True, []),
+     _obj(["message"], message=_ref("Message"),
+          relay_error={"type": "object", "description": "why Reddit refused a relay"}),
+     True, []),
     ("get", "/api/events", "Long-poll: the events the WebSocket pushes", None, 200,
      _obj(["events", "next"], events={"type": "array", "items": {"type": "object"}},
           next={"type": "integer"}), True,
      [{"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
       {"name": "timeout", "in": "query",
        "schema": {"type": "integer", "minimum": 0, "maximum": 30}}]),
+    ("get", "/", "The web client (HTML; strict Content-Security-Policy)", None, 200, None,
+     False, []),
+    ("get", "/manifest.webmanifest", "The web client's app manifest", None, 200,
+     {"type": "object"}, False, []),
+    ("get", "/static/{name}", "The web client's ES modules, CSS and icons", None, 200, None,
+     False, []),
+    ("get", "/api/users/{user_id}", "A user's name by id", None, 200,
+     _obj(["id", "username", "on_platform"], id=_STR, username=_STR,
+          on_platform={"type": "boolean"}), True, []),
+    # Reddit (docs/reddit.md): OAuth login, browsing, invitations.
+    ("get", "/api/auth/reddit/login", "302 to Reddit's consent page with a signed state",
+     None, 302, None, False, [{"name": "return_to", "in": "query", "schema": _STR}]),
+    ("get", "/api/auth/reddit/callback",
+     "Reddit's redirect (browser flow): log in, set the cookie, 302 to return_to",
+     None, 302, None, False, [{"name": "code", "in": "query", "schema": _STR},
+                              {"name": "state", "in": "query", "schema": _STR}]),
+    ("post", "/api/auth/session", "Finish a Reddit login: 400 invalid_state / state_expired, "
+     "403 state_replayed", _obj(["code", "state"], code=_STR, state=_STR), 200,
+     _ref("Session"), False, []),
+    ("get", "/api/reddit/r/{subreddit}/{sort}",
+     "A subreddit listing (sort: hot, new, top, rising), cached 5 min; stale when Reddit is "
+     "down", None, 200,
+     _obj(["posts", "after", "cached_at", "stale"],
+          posts={"type": "array", "items": _ref("RedditPost")},
+          after={"type": ["string", "null"]}, cached_at=_STR, stale={"type": "boolean"}),
+     True, [{"name": "after", "in": "query", "schema": _STR},
+            {"name": "limit", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+            {"name": "t", "in": "query",
+             "schema": {"enum": ["hour", "day", "week", "month", "year", "all"]}}]),
+    ("get", "/invite/{token}", "The invitation landing page (HTML)", None, 200, None, False,
+     []),
+    # Media (docs/media.md).
+    ("post", "/api/media", "Upload an image or video (multipart `file`, streamed): 201; "
+     "413 too_large, 415 unsupported_media_type, 400 corrupt_media, 429 rate_limited",
+     _MULTIPART_FILE, 201, _ref("Media"), True, []),
+    ("get", "/api/media/{media_id}", "Fresh signed URLs (uploader, or a participant of a "
+     "conversation it was shared in; 404 otherwise)", None, 200, _ref("Media"), True, []),
+    ("get", "/media/{prefix}/{folder}/{name}", "The bytes of a blob, local-directory store "
+     "only (a signed URL: 403 when the signature is bad or expired)", None, 200, None, False,
+     [{"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},
+      {"name": "sig", "in": "query", "required": True, "schema": _STR}]),
 ]  # fmt: skip
+
+
+# Answers that are not application/json (checked by tests/drills/test_schemathesis.py).
+_ANSWER_TYPES = {"/manifest.webmanifest": "application/manifest+json"}
 
 
 def _path_params(path: str) -> list[dict[str, Any]]:
@@ -201,19 +291,21 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         if parameters:
             operation["parameters"] = parameters
         if body is not None:
+            media_type = "multipart/form-data" if body is _MULTIPART_FILE else "application/json"
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": body}},
+                "content": {media_type: {"schema": body}},
             }
         success: dict[str, Any] = {"description": "success"}
         if answer is not None:
-            success["content"] = {"application/json": {"schema": answer}}
+            answer_type = _ANSWER_TYPES.get(path, "application/json")
+            success["content"] = {answer_type: {"schema": answer}}
+        errors: dict[str, Any] = {"application/json": {"schema": _ref("Error")}}
+        if path.startswith("/invite/"):  # a person opens it: errors are pages too
+            errors["text/html"] = {"schema": {"type": "string"}}
         operation["responses"] = {
             str(status): success,
-            "default": {
-                "description": "an API error",
-                "content": {"application/json": {"schema": _ref("Error")}},
-            },
+            "default": {"description": "an API error", "content": errors},
         }
         if needs_auth:
             operation["security"] = [{"bearer": []}, {"cookie": []}]
@@ -243,6 +335,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "Device": _DEVICE,
                 "Session": _SESSION,
                 "Error": _ERROR,
+                "Media": _MEDIA,
+                "RedditPost": _REDDIT_POST,
             },
         },
     }

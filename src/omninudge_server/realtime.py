@@ -45,12 +45,22 @@ class Hub:
     def connection_count(self, user_id: str) -> int:
         return len(self._listeners.get(user_id, ()))
 
+    def listener_count(self) -> int:
+        """Connections (WebSocket and long-poll) of every user in this process."""
+        return sum(len(listeners) for listeners in self._listeners.values())
+
     def is_connected_here(self, user_id: str) -> bool:
         return bool(self._listeners.get(user_id))
 
-    async def attach(self, user_id: str, listener: Listener) -> None:
+    async def attach(self, user_id: str, listener: Listener, *, limit: int | None = None) -> bool:
+        """Register ``listener``; False (and nothing registered) when the user already
+        has ``limit`` connections here (checked under the lock: no race lets more in)."""
         async with self._lock:
             listeners = self._listeners.setdefault(user_id, set())
+            if limit is not None and len(listeners) >= limit:
+                if not listeners:
+                    del self._listeners[user_id]
+                return False
             listeners.add(listener)
             if user_id not in self._subscriptions:
 
@@ -58,6 +68,7 @@ class Hub:
                     self._dispatch(user_id, payload)
 
                 self._subscriptions[user_id] = await self._fanout.subscribe(user_id, deliver)
+            return True
 
     async def detach(self, user_id: str, listener: Listener) -> None:
         async with self._lock:
@@ -99,6 +110,16 @@ class Hub:
         except Exception:
             # Fan-out is best effort: the durable stream and resume close the gap.
             logger.warning("fan-out publish failed for %s", user_id, exc_info=True)
+
+    def going_away(self) -> None:
+        """Tell every local connection that the server is shutting down (they finish the
+        frame in hand, then close with 1001)."""
+        for listeners in list(self._listeners.values()):
+            for listener in list(listeners):
+                try:
+                    listener.on_notice({"k": "shutdown"})
+                except Exception:
+                    logger.exception("listener failed on shutdown")
 
     async def close(self) -> None:
         async with self._lock:

@@ -17,6 +17,7 @@ from omninudge_server.handlers import (
     read_body,
     services_of,
 )
+from omninudge_server.reddit_auth import revoke_reddit_login
 
 __all__ = ["routes"]
 
@@ -66,6 +67,7 @@ async def logout(request: Request) -> Response:
     services = services_of(request)
     principal = await authenticate(request)
     await services.revocations.revoke(principal.jti, principal.expires_at)
+    await revoke_reddit_login(services, principal.user_id)  # best effort
     response = Response(status_code=204)
     clear_session_cookie(response, secure=_secure_cookies(request))
     return response

@@ -15,6 +15,7 @@ from omninudge_core import codec, wire
 from omninudge_core.errors import InvalidFrame, Unavailable
 from omninudge_core.models import Conversation, ConversationKind, User
 from omninudge_server import messaging
+from omninudge_server.errors import error_body
 from omninudge_server.frames import frame_for_event
 from omninudge_server.handlers import (
     authenticate,
@@ -56,9 +57,15 @@ async def create_conversation(request: Request) -> Response:
         assert body.reddit_username is not None
         other = await users.by_username(body.reddit_username)
         if other is None or not other.on_platform:
-            raise Unavailable(
-                "reaching a Reddit-only person needs Reddit, which is not configured",
-                code="reddit_unavailable",
+            from omninudge_server.relay import open_reddit_conversation
+
+            caller = await users.get(principal.user_id)
+            reddit_conversation, created = await open_reddit_conversation(
+                services, caller, body.reddit_username
+            )
+            return json_response(
+                codec.unstructure(wire.WireConversation.from_domain(reddit_conversation)),
+                status_code=201 if created else 200,
             )
     if other.id == principal.user_id:
         raise InvalidFrame(
@@ -137,7 +144,14 @@ async def post_message(request: Request) -> Response:
     records = await services.storage.messages.deliveries(outcome.message.id)
     status = messaging.viewer_status(outcome.message, principal.user_id, records)
     answer = wire.MessageAnswer(wire.WireMessage.from_domain(outcome.message, status=status))
-    return json_response(codec.unstructure(answer), status_code=201 if outcome.created else 200)
+    content = codec.unstructure(answer)
+    if outcome.relay_error is not None:
+        # The message is committed; Reddit refused to carry it (docs/reddit.md).
+        failure = outcome.relay_error
+        content["relay_error"] = error_body(failure.code, failure.message, **failure.details())[
+            "error"
+        ]
+    return json_response(content, status_code=201 if outcome.created else 200)
 
 
 async def read(request: Request) -> Response:
@@ -185,7 +199,7 @@ class _Wakeup:
         self.event = asyncio.Event()
 
     def on_notice(self, notice: Mapping[str, Any]) -> None:
-        if notice.get("k") == "events":
+        if notice.get("k") in ("events", "shutdown"):  # shutdown: answer now, don't hold it
             self.event.set()
 
 

@@ -29,14 +29,23 @@ async def health(request: Request) -> Response:
     except (OmniNudgeError, TimeoutError):
         database = "unavailable"
     metrics.db_latency.observe(time.perf_counter() - started)
-    status = "healthy" if database == "ok" else "unhealthy"
+    redis = "in-process" if services.shared is None else await services.shared.health()
+    # Redis is not on the durability path: without it the server is degraded, not down.
+    status = "healthy"
+    if database != "ok":
+        status = "unhealthy"
+    elif redis == "down":
+        status = "degraded"
+    reddit_api = "not_configured" if services.reddit is None else services.reddit.health
+    if status == "healthy" and reddit_api in ("degraded", "revoked"):
+        status = "degraded"  # chat works; Reddit features do not
     uptime = (services.clock() - services.started_at).total_seconds()
     body = {
         "status": status,
         "database": database,
         "database_kind": services.settings.database_kind,
-        "redis": "in-process" if services.settings.redis_url is None else "ok",
-        "reddit_api": "not_configured",
+        "redis": redis,
+        "reddit_api": reddit_api,
         "uptime": round(uptime, 3),
     }
     return json_response(body, status_code=200 if status != "unhealthy" else 503)
@@ -44,6 +53,10 @@ async def health(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
+    reddit = services_of(request).reddit
+    quota = None if reddit is None else reddit.last_quota
+    if quota is not None and quota.remaining is not None:
+        metrics.reddit_quota_left.set(quota.remaining)
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

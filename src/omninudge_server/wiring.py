@@ -19,6 +19,9 @@ import attrs
 from omninudge_core.ports import FanOut, Presence, RateLimiter, Revocations, Storage
 from omninudge_server.auth import TokenService, load_or_create_secret
 from omninudge_server.config import Settings
+from omninudge_server.media import MediaBackends, open_media
+from omninudge_server.reddit_feature import RedditFeature, open_reddit
+from omninudge_server.shared_state import SharedState, open_shared_state
 
 __all__ = ["Services", "migrate", "open_services", "open_storage", "preflight", "utcnow"]
 
@@ -52,6 +55,10 @@ class Services:
     delivery_locks: list[asyncio.Lock] = attrs.field(
         factory=lambda: [asyncio.Lock() for _ in range(64)]
     )
+    # Presence, revocations, limits, cache and fan-out: in process or in Redis.
+    shared: SharedState | None = None
+    reddit: RedditFeature | None = None  # None: no Reddit app configured
+    media: MediaBackends | None = None  # blob store, image processor (media.open_media)
 
     @property
     def redis_mode(self) -> str:
@@ -65,13 +72,19 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
     if kind == "postgres":
         from omninudge_adapters.postgres import open_postgres_storage
 
-        async with open_postgres_storage(settings.database_url) as postgres:
+        async with open_postgres_storage(
+            settings.database_url,
+            group_commit=settings.group_commit,
+            connect_timeout_s=settings.database_timeout_s,  # database down: 503 fast
+        ) as postgres:
             yield cast(Storage, postgres)
     elif kind == "sqlite":
         from omninudge_adapters.sqlite import open_sqlite_storage
 
         settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        async with open_sqlite_storage(settings.sqlite_path) as sqlite:
+        async with open_sqlite_storage(
+            settings.sqlite_path, group_commit=settings.group_commit
+        ) as sqlite:
             yield cast(Storage, sqlite)
     else:
         from omninudge_adapters.memory.storage import open_memory_storage
@@ -109,21 +122,22 @@ async def open_services(
     settings: Settings, *, clock: Callable[[], datetime] = utcnow
 ) -> AsyncIterator[Services]:
     """Build every adapter from ``settings``; close them all on exit."""
-    from omninudge_adapters.memory.fanout import MemoryFanOut
-    from omninudge_adapters.memory.presence import MemoryPresence
-    from omninudge_adapters.memory.ratelimit import MemoryRateLimiter
-    from omninudge_adapters.memory.revocations import MemoryRevocations
-
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = settings.jwt_secret or load_or_create_secret(settings.jwt_secret_path)
-    async with open_storage(settings) as storage:
+    async with (
+        open_storage(settings) as storage,
+        open_shared_state(settings, storage.events) as shared,
+        open_media(settings, secret) as media,
+    ):
         services = Services(
             settings=settings,
             storage=storage,
-            presence=MemoryPresence(),
-            revocations=MemoryRevocations(),
-            rate_limiter=MemoryRateLimiter(),
-            fanout=MemoryFanOut(),
+            presence=shared.presence,
+            revocations=shared.revocations,
+            rate_limiter=shared.rate_limiter,
+            fanout=shared.fanout,
+            shared=shared,
+            media=media,
             tokens=TokenService(secret, ttl_s=settings.token_ttl_s),
             started_at=clock(),
             clock=clock,
@@ -133,4 +147,5 @@ async def open_services(
             settings.database_kind,
             services.redis_mode,
         )
-        yield services
+        async with open_reddit(services, secret) as services.reddit:
+            yield services

@@ -20,10 +20,17 @@ from omninudge_core.errors import (
     OmniNudgeError,
     ProtocolError,
 )
-from omninudge_core.models import EventKind, StreamEvent
+from omninudge_core.models import EventKind, Origin, StreamEvent
 from omninudge_server import messaging, presence
 from omninudge_server.auth import Principal
-from omninudge_server.errors import CLOSE_AUTH_FAILED, CLOSE_INTERNAL, ws_error_frame
+from omninudge_server.errors import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_MANY_CONNECTIONS,
+    ws_error_frame,
+)
 from omninudge_server.frames import frame_for_event
 from omninudge_server.metrics import Metrics
 from omninudge_server.realtime import Hub
@@ -61,6 +68,10 @@ class _Gone:
 _Item = _Frame | _Notice | _Gone
 
 
+class _SlowConsumer(Exception):
+    """The socket stayed unwritable for ``ws_send_timeout_s``: the peer stopped reading."""
+
+
 class WsConnection:
     """One client connection: the session state, its socket, its queue."""
 
@@ -77,6 +88,8 @@ class WsConnection:
             auth_timeout=timedelta(seconds=settings.ws_auth_timeout_s),
             ping_interval=timedelta(seconds=settings.ws_ping_interval_s),
             max_in_flight=settings.ws_max_in_flight,
+            frames_per_second=settings.ws_frames_per_second,
+            frame_burst=settings.ws_frame_burst,
         )
         self.state: session.SessionState = session.New(self.limits)
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
@@ -90,10 +103,13 @@ class WsConnection:
         self.overflow_up_to = 0
         self.participants: dict[str, tuple[str, str]] = {}
         self._current: wire.ClientFrame = wire.PingFrame()  # the frame being processed
+        self.going_away = False  # the server is shutting down (Hub.going_away)
 
     # --- the hub's listener interface ------------------------------------------------------
 
     def on_notice(self, notice: Mapping[str, Any]) -> None:
+        if notice.get("k") == "shutdown":
+            self.going_away = True  # seen by _next_item even when the queue is full
         try:
             self.queue.put_nowait(_Notice(notice))
         except asyncio.QueueFull:
@@ -113,6 +129,12 @@ class WsConnection:
             while not isinstance(self.state, session.Closed):
                 item = await self._next_item()
                 await self._handle_item(item)
+        except _SlowConsumer:
+            # Bounded memory: we stop producing. The close frame follows the backlog
+            # once the peer reads again (or the transport's ping timeout drops it).
+            self.state = session.Closed(CLOSE_SLOW_CONSUMER, "slow consumer")
+            with contextlib.suppress(Exception):
+                await self.websocket.close(CLOSE_SLOW_CONSUMER, "slow consumer")
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             # The peer went away while we were writing (uvicorn's ClientDisconnected).
             if not isinstance(self.state, session.Closed):
@@ -128,6 +150,8 @@ class WsConnection:
             await self._teardown()
 
     async def _next_item(self) -> _Item | None:
+        if self.going_away:
+            return _Notice({"k": "shutdown"})
         if self.overflow_up_to:
             up_to, self.overflow_up_to = self.overflow_up_to, 0
             return _Notice({"k": "events", "up_to": up_to})
@@ -164,7 +188,10 @@ class WsConnection:
             await self._on_frame(item.data)
 
     async def _on_notice(self, notice: Mapping[str, Any]) -> None:
-        if notice.get("k") == "events":
+        if notice.get("k") == "shutdown":
+            # Graceful shutdown: the frame in hand was finished; 1001 = going away.
+            await self._close(CLOSE_GOING_AWAY, "server shutting down")
+        elif notice.get("k") == "events":
             up_to = notice.get("up_to")
             if isinstance(up_to, int):
                 await self._feed(session.EventsAvailable(up_to))
@@ -222,6 +249,15 @@ class WsConnection:
                     await self._on_read(frame)
                 case wire.PingFrame():
                     await self._send_frame(wire.PongFrame())
+                case (
+                    wire.SlideshowStartFrame()
+                    | wire.SlideshowNavFrame()
+                    | wire.SlideshowStopFrame()
+                ):
+                    ref = frame.conversation_id
+                    assert self.principal is not None
+                    # The driver broadcasts the new state through both streams.
+                    await self.websocket.app.state.slideshows.command(self.principal.user_id, frame)
                 case _:
                     raise ProtocolError(
                         f"{frame.TYPE} is not available on this server yet", code="unsupported"
@@ -243,13 +279,17 @@ class WsConnection:
         user_id = principal.user_id
         if not self.attached:
             # Subscribe before reading the stream head so no notice falls in between.
-            await self.hub.attach(user_id, self)
+            limit = self.services.settings.ws_max_connections_per_user
+            if not await self.hub.attach(user_id, self, limit=limit):
+                await self._close(CLOSE_TOO_MANY_CONNECTIONS, "too many connections")
+                return
             self.attached = True
         self.principal = principal
         last_seq = await self.services.storage.events.last_seq(user_id)
         await self._feed(session.AuthSucceeded(user_id, last_seq, resume_from))
         if isinstance(self.state, session.Open):
             await presence.connected(self.services, self.hub, user_id, self.connection_id)
+            self.websocket.app.state.slideshows.user_connected(user_id)
 
     async def _on_send(self, frame: wire.SendFrame) -> None:
         assert self.principal is not None
@@ -263,7 +303,13 @@ class WsConnection:
             envelope=frame.envelope,
             text=frame.text,
         )
-        status = messaging.viewer_status(outcome.message, self.principal.user_id, None)
+        # A relay through Reddit has its outcome already (relayed_to_reddit / relay_failed).
+        records = (
+            await self.services.storage.messages.deliveries(outcome.message.id)
+            if outcome.message.origin is Origin.REDDIT
+            else None
+        )
+        status = messaging.viewer_status(outcome.message, self.principal.user_id, records)
         await self._send_frame(
             wire.SentFrame(
                 client_msg_id=frame.client_msg_id,
@@ -390,7 +436,12 @@ class WsConnection:
     async def _send_json(self, obj: Mapping[str, Any]) -> None:
         if self.websocket.application_state is not WebSocketState.CONNECTED:
             return
-        await self.websocket.send_text(dumps(obj))
+        try:
+            # uvicorn's send waits while the transport is paused (the peer's buffer is full).
+            async with asyncio.timeout(self.services.settings.ws_send_timeout_s):
+                await self.websocket.send_text(dumps(obj))
+        except TimeoutError:
+            raise _SlowConsumer from None
         self.metrics.ws_frames.labels(direction="out").inc()
 
     async def _close(self, code: int, reason: str) -> None:

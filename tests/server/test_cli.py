@@ -90,8 +90,8 @@ def test_serve_in_a_fresh_directory_then_again_reuses_the_data(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "REDIS_URL"),
-        ({"S3_BUCKET": "media"}, "S3_BUCKET"),
+        ({"REDIS_URL": "http://127.0.0.1:6379/0"}, "REDIS_URL"),
+        ({"S3_BUCKET": "Bad_Bucket!"}, "S3_BUCKET"),
         ({"REDDIT_CLIENT_ID": "abc"}, "REDDIT_CLIENT_ID"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"DATABASE_URL": "postgresql://postgres@127.0.0.1/x"}, "OMNINUDGE_JWT_SECRET"),
