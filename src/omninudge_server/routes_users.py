@@ -95,6 +95,7 @@ async def put_block(request: Request) -> Response:
         raise InvalidFrame("you cannot block yourself", code="invalid_field", field="user_id")
     await services.storage.users.get(user_id)
     await services.storage.blocks.put(Block(principal.user_id, user_id, services.clock()))
+    await request.app.state.slideshows.end_for_block(principal.user_id, user_id)
     return Response(status_code=204)
 
 

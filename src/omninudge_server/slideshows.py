@@ -119,6 +119,19 @@ class SlideshowDriver:
             await self._perform(decision)
             return decision.state
 
+    async def end_for_block(self, blocker_id: str, blocked_id: str) -> None:
+        """Stop the pair's running show when one blocks the other (a block forbids
+        driving it, so nobody could move it any more)."""
+        conversation = await self._services.storage.conversations.for_pair(blocker_id, blocked_id)
+        if conversation is None:
+            return
+        async with self._lock(conversation.id):
+            state = await self._current(conversation)
+            if state.phase is not slideshow.Phase.ACTIVE:
+                return
+            stop = slideshow.StopSlideshow(by=blocker_id, blocked=True)
+            await self._perform(slideshow.handle(state, stop, self._services.clock()))
+
     async def _input(
         self, conversation: Conversation, user_id: str, frame: SlideshowCommand
     ) -> slideshow.SlideshowInput:

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from omninudge_server.client import ApiError, Client, Stream
 from tests.server.conftest import fake_envelope, fake_jwk, unique_name
+from tests.server.media_helpers import tiny_jpeg
 from tests.server.multiproc import Cluster, Instance
 from tests.services_redis import RedisServer
 
@@ -175,6 +176,40 @@ async def test_alice_and_bob_on_two_instances_talk_live(
             assert reply["message"]["sender_id"] == bob.user_id
         offline = await frame_where(a_stream, of_type("presence", user_id=bob.user_id))
         assert offline["online"] is False
+    for client in (alice, bob):
+        await client.aclose()
+
+
+async def test_a_slideshow_started_on_one_instance_drives_the_other(
+    two_instances: tuple[Instance, Instance],
+) -> None:
+    """Slideshow state travels through the shared stream and Redis fan-out both ways."""
+    one, two = two_instances
+    alice, bob = await person(one, "alice"), await person(two, "bob")
+    conversation_id = (await alice.open_conversation(bob.user_id))["id"]
+    media_ids = [
+        (await alice.upload_media(tiny_jpeg(colour)))["id"] for colour in ("red", "green", "blue")
+    ]
+    is_slideshow = of_type("slideshow", conversation_id=conversation_id)
+    async with alice.connect() as a_stream, bob.connect() as b_stream:
+        await frame_where(a_stream, of_type("presence", user_id=bob.user_id, online=True))
+        await a_stream.slideshow_start(conversation_id, media_ids)
+        started = (await frame_where(b_stream, is_slideshow))["state"]
+        assert (started["version"], started["index"]) == (1, 0)
+        assert list(started["media_ids"]) == media_ids
+
+        await b_stream.slideshow_nav(conversation_id, "next", started["version"])
+        seen_by_alice = await frame_where(
+            a_stream, lambda f: is_slideshow(f) and f["state"]["version"] == 2
+        )
+        assert seen_by_alice["state"]["index"] == 1
+        assert seen_by_alice["state"]["controller"] == bob.user_id
+
+        await a_stream.slideshow_nav(conversation_id, "goto", 2, index=2)
+        seen_by_bob = await frame_where(
+            b_stream, lambda f: is_slideshow(f) and f["state"]["version"] == 3
+        )
+        assert seen_by_bob["state"]["index"] == 2
     for client in (alice, bob):
         await client.aclose()
 

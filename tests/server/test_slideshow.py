@@ -160,7 +160,7 @@ async def test_a_reconnecting_client_resumes_the_slideshow_from_the_stream(
     await b.aclose()
 
 
-async def test_a_blocked_user_cannot_drive_but_the_show_can_be_stopped(
+async def test_a_block_ends_the_running_show_and_nobody_can_drive_it(
     server: RunningServer, pair: tuple[Person, Person, str]
 ) -> None:
     alice, bob, conversation_id = pair
@@ -170,13 +170,13 @@ async def test_a_blocked_user_cannot_drive_but_the_show_can_be_stopped(
         await sa.slideshow_start(conversation_id, media)
         await _state(sa, 1)
         assert (await bob.http.put(f"/api/blocks/{alice.id}")).status_code == 204
-        await sa.slideshow_nav(conversation_id, "next", 1)
+        for stream in (sa, sb):  # both see the show end, with the blocker in control
+            ended = await _state(stream, 2)
+            assert (ended["phase"], ended["controller"]) == ("ended", bob.id)
+        await sa.slideshow_nav(conversation_id, "next", 2)
         assert (await _next(sa, "error"))["code"] == "blocked"
-        await sb.slideshow_nav(conversation_id, "next", 1)  # the blocker cannot either
+        await sb.slideshow_nav(conversation_id, "next", 2)  # the blocker cannot either
         assert (await _next(sb, "error"))["code"] == "blocked"
-        await sa.slideshow_stop(conversation_id)
-        ended = await _state(sa, 2)
-        assert ended["phase"] == "ended"
         await sa.slideshow_start(conversation_id, media)
         assert (await _next(sa, "error"))["code"] == "blocked"
     await a.aclose()
