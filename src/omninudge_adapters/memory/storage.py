@@ -14,8 +14,6 @@ back never changes the stored value.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import bisect
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -24,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
-from omninudge_core.errors import Conflict, InvalidFrame, NotFound
+from omninudge_adapters.rows import decode_cursor, encode_cursor
+from omninudge_core.errors import Conflict, NotFound
 from omninudge_core.migration import is_finished
 from omninudge_core.models import (
     Block,
@@ -77,29 +76,6 @@ def _micros(at: Instant) -> int:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _encode_cursor(tag: str, key: _Key) -> str:
-    raw = json.dumps([tag, key[0], key[1]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(tag: str, cursor: str) -> _Key:
-    """Raises InvalidFrame(code="invalid_cursor") for anything we did not issue."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidFrame("malformed cursor", code="invalid_cursor", field="before") from exc
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or value[0] != tag
-        or type(value[1]) is not int
-        or not isinstance(value[2], str)
-    ):
-        raise InvalidFrame("malformed cursor", code="invalid_cursor", field="before")
-    return (value[1], value[2])
 
 
 def _json_copy(value: Mapping[str, object]) -> str:
@@ -359,7 +335,7 @@ class MemoryConversationStore:
     ) -> Page[ConversationView]:
         """Newest activity (last_message_at, else created_at) first, then id descending.
         Raises InvalidFrame(code="invalid_cursor") for a bad cursor."""
-        bound = None if before is None else _decode_cursor("c", before)
+        bound = None if before is None else decode_cursor("c", before)
         ids = self._data.conversations_of_user.get(user_id, set())
         keyed = [(_activity_key(self._data.conversations[cid]), cid) for cid in ids]
         keyed = [kc for kc in keyed if bound is None or kc[0] < bound]
@@ -371,7 +347,7 @@ class MemoryConversationStore:
             )
             for _, cid in page[:limit]
         )
-        next_cursor = _encode_cursor("c", page[limit - 1][0]) if len(page) > limit else None
+        next_cursor = encode_cursor("c", page[limit - 1][0]) if len(page) > limit else None
         return Page(items=views, next_cursor=next_cursor)
 
     def _unread(self, conversation_id: ConversationId, user_id: UserId) -> int:
@@ -437,12 +413,12 @@ class MemoryMessageStore:
         self, conversation_id: ConversationId, *, before: str | None, limit: int
     ) -> Page[Message]:
         """Newest first by (sent_at, id). Raises InvalidFrame(code="invalid_cursor")."""
-        bound = None if before is None else _decode_cursor("m", before)
+        bound = None if before is None else decode_cursor("m", before)
         keys = self._data.message_keys.get(conversation_id, [])
         end = len(keys) if bound is None else bisect.bisect_left(keys, bound)
         page = keys[max(0, end - limit - 1) : end][::-1]
         messages = tuple(self._data.messages[key[1]] for key in page[:limit])
-        next_cursor = _encode_cursor("m", page[limit - 1]) if len(page) > limit else None
+        next_cursor = encode_cursor("m", page[limit - 1]) if len(page) > limit else None
         return Page(items=messages, next_cursor=next_cursor)
 
     async def import_reddit(

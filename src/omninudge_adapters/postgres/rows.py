@@ -6,9 +6,10 @@ every query that builds a model selects exactly those columns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from omninudge_adapters.rows import envelope_from_mapping, envelope_to_mapping
 from omninudge_core.models import (
     Block,
     Conversation,
@@ -16,7 +17,6 @@ from omninudge_core.models import (
     DeliveryRecord,
     DeliveryStatus,
     Device,
-    Envelope,
     EventKind,
     Invitation,
     Media,
@@ -28,7 +28,6 @@ from omninudge_core.models import (
     UpgradeState,
     User,
     UserSettings,
-    WrappedKey,
 )
 
 Row = Sequence[Any]
@@ -108,30 +107,8 @@ def conversation_from_row(row: Row) -> Conversation:
     )
 
 
-def envelope_to_json(envelope: Envelope) -> dict[str, Any]:
-    return {
-        "v": envelope.v,
-        "alg": envelope.alg,
-        "sender_device": envelope.sender_device,
-        "epk": envelope.epk,
-        "iv": envelope.iv,
-        "ct": envelope.ct,
-        "keys": [{"device": k.device, "iv": k.iv, "wk": k.wk} for k in envelope.keys],
-        "sig": envelope.sig,
-    }
-
-
-def envelope_from_json(obj: Mapping[str, Any]) -> Envelope:
-    return Envelope(
-        v=obj["v"],
-        alg=obj["alg"],
-        sender_device=obj["sender_device"],
-        epk=obj["epk"],
-        iv=obj["iv"],
-        ct=obj["ct"],
-        keys=tuple(WrappedKey(device=k["device"], iv=k["iv"], wk=k["wk"]) for k in obj["keys"]),
-        sig=obj["sig"],
-    )
+envelope_to_json = envelope_to_mapping
+envelope_from_json = envelope_from_mapping
 
 
 def message_params(message: Message) -> tuple[Any, ...]:

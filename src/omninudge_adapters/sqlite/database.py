@@ -318,8 +318,10 @@ class Transaction:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
-        async with self._connection.execute(sql, params) as cursor:
-            return cursor.rowcount
+        # One trip to the connection's thread, not two: a finished DML statement is
+        # already reset, so the cursor needs no close of its own (hot path).
+        cursor = await self._connection.execute(sql, params)
+        return cursor.rowcount
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._connection.executemany(sql, rows)

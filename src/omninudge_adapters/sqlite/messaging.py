@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from omninudge_adapters.rows import Key, decode_cursor, encode_cursor
 from omninudge_adapters.sqlite.database import SqliteDatabase, Transaction, chunked
 from omninudge_adapters.sqlite.rows import (
     MESSAGE_COLUMNS,
     MESSAGE_INSERT,
-    Key,
     conversation_from_row,
-    decode_cursor,
     delivery_from_row,
     dump_json,
-    encode_cursor,
     from_micros,
     load_json,
     message_from_row,

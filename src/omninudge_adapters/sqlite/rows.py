@@ -8,15 +8,16 @@ cursor from a conversation-list cursor.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from omninudge_core.errors import InvalidFrame
+from omninudge_adapters.rows import (
+    envelope_from_mapping,
+    envelope_to_mapping,
+)
 from omninudge_core.models import (
     Block,
     Conversation,
@@ -34,13 +35,11 @@ from omninudge_core.models import (
     UpgradeState,
     User,
     UserSettings,
-    WrappedKey,
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-Key = tuple[int, str]
 """A keyset position: (epoch microseconds, id)."""
 
 
@@ -69,28 +68,6 @@ def dump_json(value: Mapping[str, Any] | list[Any]) -> str:
 
 def load_json(text: str) -> Any:
     return json.loads(text)
-
-
-def encode_cursor(tag: str, key: Key) -> str:
-    raw = json.dumps([tag, key[0], key[1]], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(tag: str, cursor: str) -> Key:
-    """Raises InvalidFrame(code="invalid_cursor") for anything we did not issue."""
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidFrame("malformed cursor", code="invalid_cursor", field="before") from exc
-    if (
-        not isinstance(value, list)
-        or len(value) != 3
-        or value[0] != tag
-        or type(value[1]) is not int
-        or not isinstance(value[2], str)
-    ):
-        raise InvalidFrame("malformed cursor", code="invalid_cursor", field="before")
-    return (value[1], value[2])
 
 
 # --- models <-> columns ------------------------------------------------------------------
@@ -148,32 +125,11 @@ def conversation_from_row(row: sqlite3.Row) -> Conversation:
 
 
 def envelope_json(envelope: Envelope) -> str:
-    return dump_json(
-        {
-            "v": envelope.v,
-            "alg": envelope.alg,
-            "sender_device": envelope.sender_device,
-            "epk": envelope.epk,
-            "iv": envelope.iv,
-            "ct": envelope.ct,
-            "keys": [{"device": k.device, "iv": k.iv, "wk": k.wk} for k in envelope.keys],
-            "sig": envelope.sig,
-        }
-    )
+    return dump_json(envelope_to_mapping(envelope))
 
 
 def envelope_from_json(text: str) -> Envelope:
-    value = load_json(text)
-    return Envelope(
-        v=value["v"],
-        alg=value["alg"],
-        sender_device=value["sender_device"],
-        epk=value["epk"],
-        iv=value["iv"],
-        ct=value["ct"],
-        keys=tuple(WrappedKey(device=k["device"], iv=k["iv"], wk=k["wk"]) for k in value["keys"]),
-        sig=value["sig"],
-    )
+    return envelope_from_mapping(load_json(text))
 
 
 MESSAGE_COLUMNS = ", ".join(
