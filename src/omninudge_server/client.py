@@ -315,6 +315,10 @@ class Client:
         media: dict[str, Any] = _check(await self._http.get(f"/api/media/{media_id}"))
         return media
 
+    async def share_media(self, media_id: str, conversation_id: str) -> None:
+        """Let the other participant of ``conversation_id`` get this media's URLs."""
+        _check(await self._http.put(f"/api/media/{media_id}/shares/{conversation_id}"))
+
     async def events(self, since: int = 0, wait_s: int = 0) -> dict[str, Any]:
         """The long-poll fallback: ``{events, next}``, waiting up to ``wait_s`` (<= 30)
         seconds for the first event."""

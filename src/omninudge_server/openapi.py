@@ -267,6 +267,9 @@ OPERATIONS: list[tuple[str, str, str, Any, int, Any, bool, list[dict[str, Any]]]
      _MULTIPART_FILE, 201, _ref("Media"), True, []),
     ("get", "/api/media/{media_id}", "Fresh signed URLs (uploader, or a participant of a "
      "conversation it was shared in; 404 otherwise)", None, 200, _ref("Media"), True, []),
+    ("put", "/api/media/{media_id}/shares/{conversation_id}", "Share your media with a "
+     "conversation you take part in, so its other participant gets URLs (idempotent; 404 "
+     "not yours or not your conversation, 403 blocked)", None, 204, None, True, []),
     ("get", "/media/{prefix}/{folder}/{name}", "The bytes of a blob, local-directory store "
      "only (a signed URL: 403 when the signature is bad or expired)", None, 200, None, False,
      [{"name": "exp", "in": "query", "required": True, "schema": {"type": "integer"}},

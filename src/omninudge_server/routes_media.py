@@ -5,6 +5,9 @@
 - ``GET /api/media/{media_id}``: fresh signed URLs, for the uploader and the
   participants of a conversation the media was shared in (404 for anyone else, so
   an outsider cannot even learn that it exists).
+- ``PUT /api/media/{media_id}/shares/{conversation_id}``: the uploader shares a media
+  with a conversation they take part in (idempotent, 204), so the other participant can
+  get its URLs - e.g. a picture sent in an encrypted message, which the server cannot read.
 - ``GET /media/{prefix}/{folder}/{name}?exp&sig``: the bytes, for the local-directory
   store only (S3 serves its own presigned URLs). Every blob key has exactly three
   segments (``policies.keys``). A bad or expired signature is 403.
@@ -18,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from omninudge_core.errors import Forbidden, NotFound, PayloadTooLarge, RateLimited
+from omninudge_core.errors import Blocked, Forbidden, NotFound, PayloadTooLarge, RateLimited
 from omninudge_server.errors import error_response
 from omninudge_server.handlers import authenticate, json_response, services_of
 from omninudge_server.media import (
@@ -28,6 +31,7 @@ from omninudge_server.media import (
     store_upload,
     thumbnail_status,
 )
+from omninudge_server.messaging import load_conversation
 from omninudge_server.metrics import Metrics
 from omninudge_server.routes_users import check_id
 from omninudge_server.uploads import check_declared_length, spooled_upload
@@ -86,6 +90,24 @@ async def get_media(request: Request) -> Response:
     )
 
 
+async def share_media(request: Request) -> Response:
+    services = services_of(request)
+    principal = await authenticate(request)
+    media_id = check_id(request.path_params["media_id"], "media_id")
+    conversation_id = check_id(request.path_params["conversation_id"], "conversation_id")
+    try:
+        media = await services.storage.media.get(media_id)
+    except NotFound:
+        raise NotFound("no such media") from None
+    if media.owner_id != principal.user_id:
+        raise NotFound("no such media")  # only the uploader shares; others learn nothing
+    conversation = await load_conversation(services, conversation_id, principal.user_id)
+    if await services.storage.blocks.between(*conversation.participants):
+        raise Blocked("a block between you forbids sharing")
+    await services.storage.media.share(media_id, conversation.id)
+    return Response(status_code=204)
+
+
 async def serve_blob(request: Request) -> Response:
     services = services_of(request)
     local = backends_of(services).local
@@ -113,5 +135,6 @@ async def serve_blob(request: Request) -> Response:
 routes = [
     Route("/api/media", upload_media, methods=["POST"]),
     Route("/api/media/{media_id}", get_media, methods=["GET"]),
+    Route("/api/media/{media_id}/shares/{conversation_id}", share_media, methods=["PUT"]),
     Route("/media/{prefix}/{folder}/{name}", serve_blob, methods=["GET"]),
 ]

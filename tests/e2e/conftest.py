@@ -1,8 +1,10 @@
 """End-to-end tests: Playwright (Python) drives Debian's Chromium against a real uvicorn
-on a loopback port serving the real app (SQLite in a temporary data directory).
+on a loopback port serving the real app (SQLite in a temporary data directory, media on
+the local disk there, Redis under a key prefix of this run).
 
-The server is wrapped in a recording ASGI middleware, and its logs go to a file at
-DEBUG level, so a test can prove that a plaintext never reached the server in any form.
+The server is wrapped in a recording ASGI middleware, its logs go to a file at DEBUG
+level, and a RedisTap records what it publishes through Redis and dumps what it keeps
+there, so a test can prove that a plaintext never reached the server in any form.
 Skipped (not failed) where Playwright or Chromium is missing: ``nox -s e2e`` installs
 both. ``OMNINUDGE_CHROMIUM`` points at another Chromium binary.
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
@@ -31,6 +34,7 @@ from omninudge_core.models import Message as DomainMessage
 from omninudge_core.models import Origin
 from omninudge_server.app import create_app
 from omninudge_server.config import Settings, load_settings
+from tests.services_redis import session_redis_url, unique_prefix
 
 CHROMIUM = os.environ.get("OMNINUDGE_CHROMIUM", "/usr/bin/chromium")
 try:
@@ -117,6 +121,7 @@ class E2EServer:
         self.recorder = recorder
         self.log_file = log_file
         self.base_url = f"http://127.0.0.1:{settings.port}"
+        self.redis: RedisTap | None = None
 
     @property
     def services(self) -> Any:
@@ -152,9 +157,85 @@ class E2EServer:
             await self.app.state.hub.notify_events(event.user_id, event.seq)
 
 
-@pytest.fixture(scope="session")
-async def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2EServer]:
-    data_dir = tmp_path_factory.mktemp("omninudge-e2e")
+class RedisTap:
+    """Everything the server keeps in, or sends through, Redis under its key prefix:
+    a pattern subscription records every payload published on the prefix's channels
+    (the fan-out) while the server runs, and ``dump`` reads every key's value."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.published: list[bytes] = []
+        self._client = aioredis.Redis.from_url(url)
+        self._pubsub = self._client.pubsub()
+        self._task: asyncio.Task[None] | None = None
+
+    def _pattern(self) -> str:
+        return "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix) + "*"
+
+    async def start(self) -> None:
+        await self._pubsub.psubscribe(self._pattern())
+        self._task = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        async for message in self._pubsub.listen():
+            if message["type"] == "pmessage":
+                self.published.append(bytes(message["channel"]) + b" " + bytes(message["data"]))
+
+    async def dump(self) -> dict[bytes, bytes]:
+        """Every key under the prefix with its value, whatever its type, as bytes."""
+        out: dict[bytes, bytes] = {}
+        async for key in self._client.scan_iter(match=self._pattern(), count=500):
+            raw_kind = await self._client.type(key)
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+            if kind == "string":
+                value: Any = await self._client.get(key)
+            elif kind == "hash":
+                value = await self._client.hgetall(key)
+            elif kind == "list":
+                value = await self._client.lrange(key, 0, -1)
+            elif kind == "set":
+                value = await self._client.smembers(key)
+            elif kind == "zset":
+                value = await self._client.zrange(key, 0, -1, withscores=True)
+            elif kind == "stream":
+                value = await self._client.xrange(key)
+            else:
+                value = await self._client.dump(key)
+            out[bytes(key)] = repr(value).encode("utf-8") + b"|" + _raw_bytes(value)
+        return out
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._client.aclose()
+
+
+def _raw_bytes(value: Any) -> bytes:
+    """The bytes inside a Redis answer (repr escapes non-ASCII: scan the raw bytes too)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, dict):
+        return b"|".join(_raw_bytes(k) + b"=" + _raw_bytes(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set)):
+        return b"|".join(_raw_bytes(v) for v in value)
+    return str(value).encode("utf-8")
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    env: dict[str, str],
+    data_dir: Path,
+    *,
+    sock: socket.socket | None = None,
+    redis_tap: RedisTap | None = None,
+) -> AsyncIterator[E2EServer]:
+    """The real app under uvicorn on a loopback port (``sock``, or a fresh one), wrapped
+    in the Recorder, every log line at DEBUG level into ``data_dir/server.log``."""
     log_file = data_dir / "server.log"
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
@@ -164,12 +245,9 @@ async def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
-    env = {"DATABASE_URL": f"sqlite:///{data_dir / 'omninudge.db'}"}
+    env = {"DATABASE_URL": f"sqlite:///{data_dir / 'omninudge.db'}", **env}
     settings = load_settings(env, host="127.0.0.1", port=port, data_dir=data_dir)
     app = create_app(settings)
     recorder = Recorder(app)
@@ -194,7 +272,9 @@ async def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
             await asyncio.sleep(0.01)
         else:
             raise RuntimeError("server did not start")
-        yield E2EServer(settings, app, recorder, log_file)
+        running = E2EServer(settings, app, recorder, log_file)
+        running.redis = redis_tap
+        yield running
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -203,6 +283,30 @@ async def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
         root.removeHandler(handler)
         root.setLevel(old_level)
         handler.close()
+
+
+def loopback_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@pytest.fixture(scope="session")
+async def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[E2EServer]:
+    """SQLite in a temporary data directory (media on the local disk there) and Redis
+    (shared state and fan-out) under a key prefix of this run, tapped by a RedisTap."""
+    data_dir = tmp_path_factory.mktemp("omninudge-e2e")
+    url, prefix = session_redis_url(), unique_prefix()
+    tap = RedisTap(url, prefix)
+    await tap.start()
+    env = {"REDIS_URL": url, "OMNINUDGE_REDIS_PREFIX": prefix}
+    try:
+        async with serving(env, data_dir, redis_tap=tap) as server:
+            yield server
+    finally:
+        await tap.close()
 
 
 @pytest.fixture(scope="session")

@@ -98,6 +98,17 @@ async def test_two_browsers_chat_live_with_receipts_typing_and_catch_up(
     assert any(name.startswith("omninudge.db") for name in files)
     for name, content in files.items():
         assert needle not in content, name
+    # Redis (shared state, and every fan-out payload published while the test ran).
+    tap = e2e_server.redis
+    assert tap is not None
+    stored = await tap.dump()
+    assert stored, "the server keeps nothing in Redis: the scan would prove nothing"
+    for key, value in stored.items():
+        assert needle not in key + value, key
+    # Fan-out carries "new events up to seq N" notices and live frames (typing...).
+    assert any(b'"k":"events"' in p for p in tap.published), "no fan-out went through Redis"
+    for payload in tap.published:
+        assert needle not in payload
 
 
 async def test_history_pages_back_with_load_older(new_page: Any, e2e_server: E2EServer) -> None:

@@ -51,6 +51,36 @@ async def test_media_is_visible_to_its_uploader_and_after_sharing_to_the_other_p
         assert (await anonymous.get(f"/api/media/{media_id}")).status_code == 401
 
 
+async def test_the_uploader_shares_media_with_a_conversation_they_are_in(
+    people: Any,
+) -> None:
+    """PUT /api/media/{id}/shares/{conversation}: for a picture sent inside an encrypted
+    message, which the server cannot read."""
+    alice, bob, carol = await people(), await people(), await people()
+    with_bob = await alice.conversation_with(bob)
+    bob_and_carol = await bob.conversation_with(carol)
+    media_id = (await upload(alice.http, tiny_jpeg())).json()["id"]
+    share = f"/api/media/{media_id}/shares/{with_bob}"
+
+    assert (await bob.http.put(share)).status_code == 404  # not bob's media
+    r = await alice.http.put(f"/api/media/{media_id}/shares/{bob_and_carol}")
+    assert r.status_code == 404  # not alice's conversation
+    assert (await bob.http.get(f"/api/media/{media_id}")).status_code == 404
+
+    for _ in range(2):  # idempotent
+        assert (await alice.http.put(share)).status_code == 204
+    r = await bob.http.get(f"/api/media/{media_id}")
+    assert r.status_code == 200
+    assert (await fetch(r.json()["thumbnail_url"])).status_code == 200
+    assert (await carol.http.get(f"/api/media/{media_id}")).status_code == 404
+
+    other = (await upload(alice.http, tiny_jpeg("blue"))).json()["id"]
+    assert (await bob.http.put(f"/api/blocks/{alice.id}")).status_code == 204
+    r = await alice.http.put(f"/api/media/{other}/shares/{with_bob}")
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "blocked")
+    assert (await bob.http.get(f"/api/media/{other}")).status_code == 404
+
+
 async def test_each_request_signs_fresh_urls(people: Any) -> None:
     alice = await people()
     body = (await upload(alice.http, tiny_jpeg())).json()

@@ -335,12 +335,15 @@ async function openConversation(id) {
   $("chat-title").textContent = await nameOf(other);
   $("chat-kind").textContent = conversation.kind === "reddit" ? "Reddit chat: not encrypted" : "End-to-end encrypted";
   $("chat-kind").className = conversation.kind === "reddit" ? "badge reddit" : "badge e2e";
+  // Pictures and slideshows need the platform: a Reddit chat carries text only.
+  show("attach-label", conversation.kind === "platform");
+  show("slideshow-button", conversation.kind === "platform");
   $("messages").replaceChildren();
   $("chat-notices").replaceChildren();
   $("key-warning").hidden = true;
   $("typing").textContent = "";
   $("chat-error").textContent = "";
-  show("slideshow", S.slideshow && S.slideshow.conversation_id === id && S.slideshow.state.phase === "active");
+  renderSlideshow();
   renderPresence(other);
   show("browse-view", false);
   show("chat-view", true);
@@ -470,13 +473,35 @@ function renderPlaintext(body, plaintext, message) {
   }
 }
 
-async function showMedia(figure, plaintext) {
+/** A link from a message payload we may put in the page: ours, or https (an S3 store). */
+function safeMediaUrl(value) {
+  if (typeof value !== "string" || value === "") return null;
   try {
-    const media = await api("GET", `/api/media/${encodeURIComponent(plaintext.media_id)}`);
-    const link = el("a", { href: media.url, target: "_blank", rel: "noopener noreferrer" });
-    link.append(el("img", { src: media.thumbnail_url || media.url, alt: plaintext.body ? String(plaintext.body) : `Shared ${media.kind}`, loading: "lazy" }));
-    figure.append(link);
+    const url = new URL(value, location.origin);
+    return url.origin === location.origin || url.protocol === "https:" ? url.href : null;
   } catch {
+    return null;
+  }
+}
+
+async function showMedia(figure, plaintext) {
+  // The server cannot see which conversation an encrypted message shares a picture in,
+  // so it answers fresh links to the uploader (and once a slideshow shared it). Others
+  // use the signed links the sender put inside the encrypted message.
+  let media = null;
+  try {
+    media = await api("GET", `/api/media/${encodeURIComponent(plaintext.media_id)}`);
+  } catch {
+    const url = safeMediaUrl(plaintext.url);
+    if (url) media = { url, thumbnail_url: safeMediaUrl(plaintext.thumbnail_url), kind: plaintext.kind };
+  }
+  if (media) {
+    const link = el("a", { href: media.url, target: "_blank", rel: "noopener noreferrer" });
+    const image = el("img", { src: media.thumbnail_url || media.url, alt: plaintext.body ? String(plaintext.body) : `Shared ${media.kind === "video" ? "video" : "image"}`, loading: "lazy" });
+    image.addEventListener("error", () => figure.replaceChildren(el("span", { className: "muted", text: "(media no longer available)" })), { once: true });
+    link.append(image);
+    figure.append(link);
+  } else {
     figure.append(el("span", { className: "muted", text: "(media no longer available)" }));
   }
   if (plaintext.body) figure.append(el("figcaption", { text: String(plaintext.body) }));
@@ -674,8 +699,20 @@ async function onMediaChosen() {
   try {
     const form = new FormData();
     form.append("file", file);
+    const conversationId = S.current;
     const media = await api("POST", "/api/media", form);
-    await sendPlaintext({ type: "media", media_id: media.id, kind: media.kind, body: "" }, "");
+    // Let the other participant fetch fresh links later (the server cannot read the message).
+    await api("PUT", `/api/media/${encodeURIComponent(media.id)}/shares/${encodeURIComponent(conversationId)}`);
+    await sendPlaintext({
+      type: "media",
+      media_id: media.id,
+      kind: media.kind,
+      body: "",
+      // Signed links for the recipient (see showMedia), valid until expires_at.
+      url: media.url,
+      thumbnail_url: media.thumbnail_url,
+      expires_at: media.expires_at,
+    }, "");
   } catch (err) {
     $("chat-error").textContent = err.status === 404 ? "Media sharing is not available on this server." : `Upload failed: ${err.message}`;
   }
@@ -699,18 +736,32 @@ function navigate(action) {
 }
 
 async function onSlideshow(frame) {
+  const known = S.slideshow && S.slideshow.conversation_id === frame.conversation_id ? S.slideshow.state : null;
+  // Frames can overtake each other (live push vs. catch-up): never step back a version.
+  if (known && Number.isInteger(known.version) && frame.state.version < known.version) return;
   S.slideshow = { conversation_id: frame.conversation_id, state: frame.state };
-  if (frame.conversation_id !== S.current) return;
-  const state = frame.state;
-  const active = state.phase === "active";
+  if (frame.conversation_id === S.current) await renderSlideshow();
+}
+
+/** Show the shared slideshow of the open conversation, if there is an active one. */
+async function renderSlideshow() {
+  const shown = S.slideshow;
+  const active = Boolean(shown && shown.conversation_id === S.current && shown.state.phase === "active");
   show("slideshow", active);
   if (!active) return;
+  const state = shown.state;
+  $("slideshow").dataset.version = String(state.version);
+  $("slideshow").dataset.index = String(state.index);
   const mediaId = state.media_ids[state.index];
+  $("slideshow").dataset.mediaId = mediaId;
   $("slide-counter").textContent = `${state.index + 1} / ${state.media_ids.length}${state.paused ? " (paused)" : ""}`;
   $("slide-pause").textContent = state.paused ? "Resume" : "Pause";
   try {
     const media = await api("GET", `/api/media/${encodeURIComponent(mediaId)}`);
-    if (S.slideshow.state.version === state.version) $("slide-image").src = media.url;
+    if (S.slideshow.state.version === state.version) {
+      $("slide-image").src = media.url;
+      $("slide-image").dataset.mediaId = mediaId;
+    }
   } catch {
     $("slide-image").removeAttribute("src");
   }
