@@ -172,6 +172,8 @@ def resource_requests(world: World) -> dict[tuple[str, str], tuple[str, Any]]:
             "public_key": fake_jwk(), "signing_key": fake_jwk(), "name": "mine"}),
         ("DELETE", "/api/devices/{device_id}"): (f"/api/devices/{device}", None),
         ("GET", "/api/media/{media_id}"): (f"/api/media/{world.media_id}", None),
+        ("PUT", "/api/media/{media_id}/shares/{conversation_id}"):
+            (f"/api/media/{world.media_id}/shares/{conversation}", None),
     }  # fmt: skip
 
 
@@ -220,6 +222,7 @@ async def test_a_stranger_and_a_blocked_user_touch_nothing_of_others_over_rest(
         "PUT /api/devices/{device_id}": 403,
         "DELETE /api/devices/{device_id}": 404,
         "GET /api/media/{media_id}": 404,
+        "PUT /api/media/{media_id}/shares/{conversation_id}": 404,
     }
     # Bob is a participant: history and read stay his (API.md: "existing history stays"),
     # but he cannot message alice, and her device and media stay hers.
@@ -227,6 +230,7 @@ async def test_a_stranger_and_a_blocked_user_touch_nothing_of_others_over_rest(
     assert blocked["PUT /api/devices/{device_id}"] == 403
     assert blocked["DELETE /api/devices/{device_id}"] == 404
     assert blocked["GET /api/media/{media_id}"] == 404
+    assert blocked["PUT /api/media/{media_id}/shares/{conversation_id}"] == 404
     assert len(history["messages"]) == 1
     assert [d["device_id"] for d in devices] == [world.alice.device_id]
     assert media["id"] == world.media_id
