@@ -15,9 +15,11 @@ stream, announce it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 import attrs
 
@@ -58,6 +60,8 @@ __all__ = [
 
 logger = logging.getLogger("omninudge.messaging")
 
+T = TypeVar("T")
+
 
 @attrs.frozen
 class SendOutcome:
@@ -83,12 +87,6 @@ async def _block_relation(services: Services, a: str, b: str) -> frozenset[tuple
     return frozenset({(a, b)}) if await services.storage.blocks.between(a, b) else frozenset()
 
 
-def _lock_for(services: Services, message_id: str) -> asyncio.Lock:
-    # Serialise read-modify-write of one message's delivery rows inside this process.
-    locks = services.delivery_locks
-    return locks[hash(message_id) % len(locks)]
-
-
 async def send_message(
     services: Services,
     hub: Hub,
@@ -99,9 +97,12 @@ async def send_message(
     client_msg_id: str,
     envelope: Envelope | None,
     text: str | None,
+    conversation: Conversation | None = None,
 ) -> SendOutcome:
     """Validate, commit, announce. Raises NotFound, Blocked, Forbidden, InvalidFrame,
-    DeviceMismatch, RateLimited, Unavailable."""
+    DeviceMismatch, RateLimited, Unavailable. ``conversation``: the caller's copy of a
+    PLATFORM conversation the sender takes part in (its participants and kind never
+    change), which spares the read."""
     now = services.clock()
     verdict = await services.rate_limiter.hit(
         f"send:{sender_id}",
@@ -112,11 +113,29 @@ async def send_message(
         raise RateLimited(
             "too many messages", retry_at=now + timedelta(seconds=verdict.retry_after_s)
         )
-    conversation = await load_conversation(services, conversation_id, sender_id)
+    if (
+        conversation is None
+        or conversation.id != conversation_id
+        or conversation.kind is not ConversationKind.PLATFORM
+        or not conversation.has(sender_id)
+    ):
+        conversation = await load_conversation(services, conversation_id, sender_id)
     recipient_id = conversation.other(sender_id)
-    blocking.ensure_may_message(
-        await _block_relation(services, sender_id, recipient_id), sender_id, recipient_id
-    )
+    if conversation.kind is ConversationKind.PLATFORM and envelope is not None:
+        # The reads the checks below need, queued at once: one wait instead of three.
+        # Each result (or error) is used where the sequential code used it, so the
+        # checks and the error a client sees keep their order.
+        relation_r, devices_r, recipient_r = await asyncio.gather(
+            _block_relation(services, sender_id, recipient_id),
+            services.storage.devices.for_users([sender_id, recipient_id]),
+            services.storage.users.get(recipient_id),
+            return_exceptions=True,
+        )
+        prefetched = True
+    else:
+        relation_r = await _block_relation(services, sender_id, recipient_id)
+        prefetched = False
+    blocking.ensure_may_message(_ok(relation_r), sender_id, recipient_id)
     if conversation.kind is not ConversationKind.PLATFORM:
         recipient = await services.storage.users.get(recipient_id)
         if not recipient.on_platform:
@@ -139,7 +158,11 @@ async def send_message(
             code="missing_field",
             field="envelope",
         )
-    devices = await services.storage.devices.for_users([sender_id, recipient_id])
+    devices = (
+        _ok(devices_r)
+        if prefetched
+        else await services.storage.devices.for_users([sender_id, recipient_id])
+    )
     sender_devices = {d.device_id for d in devices.get(sender_id, [])}
     recipient_devices = [d.device_id for d in devices.get(recipient_id, [])]
     if envelope.sender_device not in sender_devices:
@@ -149,7 +172,7 @@ async def send_message(
     if covered != expected:
         raise DeviceMismatch(missing=list(expected - covered), stale=list(covered - expected))
 
-    recipient = await services.storage.users.get(recipient_id)
+    recipient = _ok(recipient_r) if prefetched else await services.storage.users.get(recipient_id)
     message = Message(
         id=services.new_id(),
         conversation_id=conversation.id,
@@ -193,7 +216,14 @@ async def send_message(
     return SendOutcome(appended.message, appended.created)
 
 
+def _ok(result: T | BaseException) -> T:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 async def _announce(hub: Hub, events: Sequence[StreamEvent]) -> None:
+    hub.remember(events)  # the connections push these without reading them back
     heads: dict[str, int] = {}
     for event in events:
         heads[event.user_id] = max(heads.get(event.user_id, 0), event.seq)
@@ -201,10 +231,35 @@ async def _announce(hub: Hub, events: Sequence[StreamEvent]) -> None:
         await hub.notify_events(user_id, seq)
 
 
-async def _delivery_state(services: Services, message: Message) -> delivery.RecipientDelivery:
+async def _delivery_state_lookup(
+    services: Services,
+    message: Message,
+    lookups: dict[str, tuple[str, bool, bool]] | None,
+) -> tuple[str, bool, bool]:
     conversation = await services.storage.conversations.get(message.conversation_id)
     recipient_id = conversation.other(message.sender_id)
     recipient = await services.storage.users.get(recipient_id)
+    found = (
+        recipient_id,
+        conversation.kind is ConversationKind.REDDIT,
+        recipient.settings.read_receipts,
+    )
+    if lookups is not None:
+        lookups[message.conversation_id] = found
+    return found
+
+
+async def _delivery_state(
+    services: Services,
+    message: Message,
+    lookups: dict[str, tuple[str, bool, bool]] | None = None,
+) -> delivery.RecipientDelivery:
+    # ``lookups`` (conversation id -> recipient, reddit-only, read receipts) spares an
+    # ack batch, which is mostly one conversation, the same two reads per message.
+    found = lookups.get(message.conversation_id) if lookups is not None else None
+    if found is None:
+        found = await _delivery_state_lookup(services, message, lookups)
+    recipient_id, reddit_only, read_receipts = found
     records = await services.storage.messages.deliveries(message.id)
     return delivery.RecipientDelivery.from_records(
         message_id=message.id,
@@ -212,43 +267,83 @@ async def _delivery_state(services: Services, message: Message) -> delivery.Reci
         sender_id=message.sender_id,
         recipient_id=recipient_id,
         records=records,
-        reddit_only=conversation.kind is ConversationKind.REDDIT,
-        read_receipts_enabled=recipient.settings.read_receipts,
+        reddit_only=reddit_only,
+        read_receipts_enabled=read_receipts,
     )
+
+
+async def _delivery_states(
+    services: Services,
+    messages: Sequence[Message],
+    lookups: dict[str, tuple[str, bool, bool]],
+) -> list[delivery.RecipientDelivery]:
+    """The delivery state of each message, in order. The per-conversation lookups come
+    first (one per conversation); the delivery rows are then read all at once, so a
+    batch waits for the store once rather than once per message."""
+    for message in messages:
+        if message.conversation_id not in lookups:
+            await _delivery_state_lookup(services, message, lookups)
+    return list(await asyncio.gather(*(_delivery_state(services, m, lookups) for m in messages)))
 
 
 async def _perform(
     services: Services,
     hub: Hub,
     metrics: Metrics,
-    message: Message,
-    effects: Sequence[delivery.DeliveryEffect],
+    work: Sequence[tuple[Message, Sequence[delivery.DeliveryEffect]]],
 ) -> None:
+    """Carry out the effects of one or more messages with one write of delivery rows
+    and one append of receipt events (an ack batch costs two writes, not 2 per message)."""
     now = services.clock()
-    for effect in effects:
-        if isinstance(effect, delivery.PersistDeliveries):
-            await services.storage.messages.set_deliveries(effect.records)
-        elif isinstance(effect, delivery.SendReceipt):
-            if effect.status is DeliveryStatus.READ:
-                relation = await _block_relation(services, effect.user_id, effect.to)
-                # A receipt is a live signal: not across a block (policies.blocking).
-                if blocking.blocked_between(relation, effect.user_id, effect.to):
-                    continue
-            elif effect.status is DeliveryStatus.DELIVERED:
-                metrics.delivery_latency.observe(max(0.0, (now - message.sent_at).total_seconds()))
-            payload = codec.default_codec().event_payload(
-                wire.ReceiptFrame(
-                    seq=0,
-                    message_id=effect.message_id,
-                    user_id=effect.user_id,
-                    status=wire.ReceiptStatus(effect.status.value),
+    records: list[DeliveryRecord] = []
+    receipts: list[NewEvent] = []
+    blocked: dict[tuple[str, str], bool] = {}
+    codec_ = codec.default_codec()
+    for message, effects in work:
+        for effect in effects:
+            if isinstance(effect, delivery.PersistDeliveries):
+                records.extend(effect.records)
+            elif isinstance(effect, delivery.SendReceipt):
+                if effect.status is DeliveryStatus.READ:
+                    pair = (effect.user_id, effect.to)
+                    if pair not in blocked:
+                        relation = await _block_relation(services, *pair)
+                        blocked[pair] = blocking.blocked_between(relation, *pair)
+                    # A receipt is a live signal: not across a block (policies.blocking).
+                    if blocked[pair]:
+                        continue
+                elif effect.status is DeliveryStatus.DELIVERED:
+                    metrics.delivery_latency.observe(
+                        max(0.0, (now - message.sent_at).total_seconds())
+                    )
+                payload = codec_.event_payload(
+                    wire.ReceiptFrame(
+                        seq=0,
+                        message_id=effect.message_id,
+                        user_id=effect.user_id,
+                        status=wire.ReceiptStatus(effect.status.value),
+                    )
                 )
-            )
-            events = await services.storage.events.append(
-                [NewEvent(user_id=effect.to, kind=EventKind.RECEIPT, payload=payload)]
-            )
-            await _announce(hub, events)
-        # PushToDevice / relay effects do not arise from acks and reads.
+                receipts.append(
+                    NewEvent(user_id=effect.to, kind=EventKind.RECEIPT, payload=payload)
+                )
+            # PushToDevice / relay effects do not arise from acks and reads.
+    if records:
+        await services.storage.messages.set_deliveries(records)
+    if receipts:
+        events = await services.storage.events.append(receipts)
+        await _announce(hub, events)
+
+
+@contextlib.asynccontextmanager
+async def _locked(services: Services, message_ids: Sequence[str]) -> AsyncIterator[None]:
+    """Hold the stripes of all ``message_ids``, taken in index order (no deadlock between
+    two batches that share stripes)."""
+    locks = services.delivery_locks
+    async with contextlib.AsyncExitStack() as stack:
+        for index in sorted({hash(m) % len(locks) for m in message_ids}):
+            await stack.enter_async_context(locks[index])
+        yield
 
 
 async def record_device_ack(
@@ -262,15 +357,23 @@ async def record_device_ack(
 ) -> None:
     """The device of ``user_id`` acked these stream events: messages from others among
     them are delivered to it. Without a known ``device_id`` the ack counts for every
-    tracked device of the user (a user-level receipt is all the sender sees)."""
+    tracked device of the user (a user-level receipt is all the sender sees).
+    The whole batch is one write of delivery rows and one append of receipts."""
+    messages: dict[str, Message] = {}
     for event in events:
         message = event.message
         if event.kind is not EventKind.MESSAGE or message is None:
             continue
         if message.sender_id == user_id:
             continue
-        async with _lock_for(services, message.id):
-            state = await _delivery_state(services, message)
+        messages.setdefault(message.id, message)
+    if not messages:
+        return
+    lookups: dict[str, tuple[str, bool, bool]] = {}
+    work: list[tuple[Message, Sequence[delivery.DeliveryEffect]]] = []
+    async with _locked(services, list(messages)):
+        for state in await _delivery_states(services, list(messages.values()), lookups):
+            message = messages[state.message_id]
             if device_id is not None and device_id in state.devices:
                 targets = [device_id]
             else:
@@ -280,7 +383,9 @@ async def record_device_ack(
                 decision = delivery.handle(state, delivery.DeviceAcked(target), services.clock())
                 state = decision.state
                 effects.extend(decision.effects)
-            await _perform(services, hub, metrics, message, effects)
+            if effects:
+                work.append((message, effects))
+        await _perform(services, hub, metrics, work)
 
 
 async def mark_read(
@@ -297,16 +402,21 @@ async def mark_read(
     conversation = await load_conversation(services, conversation_id, user_id)
     reader = await services.storage.users.get(user_id)
     newly_read = await services.storage.messages.mark_read(conversation.id, user_id, up_to)
-    for message in newly_read:
-        async with _lock_for(services, message.id):
-            state = await _delivery_state(services, message)
+    if not newly_read:
+        return
+    lookups: dict[str, tuple[str, bool, bool]] = {}
+    work: list[tuple[Message, Sequence[delivery.DeliveryEffect]]] = []
+    async with _locked(services, [m.id for m in newly_read]):
+        states = await _delivery_states(services, newly_read, lookups)
+        for message, state in zip(newly_read, states, strict=True):
             event = delivery.ReadByRecipient(
                 device_id=None, read_receipts_enabled=reader.settings.read_receipts
             )
             if not state.devices:
                 continue  # the reader had no device when it was sent: nothing to track
             decision = delivery.handle(state, event, services.clock())
-            await _perform(services, hub, metrics, message, decision.effects)
+            work.append((message, decision.effects))
+        await _perform(services, hub, metrics, work)
 
 
 def viewer_status(

@@ -10,6 +10,12 @@ Notices travel through FanOut as small JSON payloads, per user:
   forward as is; it carries no ``seq`` and is never stored.
 
 One FanOut subscription per user with at least one connection here.
+
+The hub also keeps the last few stream events this process appended for each user
+with a connection here (``remember``), so that a connection pushes what the append
+already returned instead of reading it back (``recent``). Events are immutable and a
+range is served from memory only when every seq of it is there; anything else
+(another process appended, the window moved on) is read from the store.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import orjson
 
+from omninudge_core.models import StreamEvent
 from omninudge_core.ports import FanOut, Subscription
 
-__all__ = ["Hub", "Listener"]
+__all__ = ["RECENT_EVENTS", "Hub", "Listener"]
+
+RECENT_EVENTS = 128  # per user with a connection here; about two ack windows
 
 logger = logging.getLogger("omninudge.realtime")
 
@@ -41,6 +50,7 @@ class Hub:
         self._listeners: dict[str, set[Listener]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._lock = asyncio.Lock()
+        self._recent: dict[str, dict[int, StreamEvent]] = {}
 
     def connection_count(self, user_id: str) -> int:
         return len(self._listeners.get(user_id, ()))
@@ -78,9 +88,35 @@ class Hub:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[user_id]
+                self._recent.pop(user_id, None)
                 subscription = self._subscriptions.pop(user_id, None)
                 if subscription is not None:
                     await subscription.close()
+
+    def remember(self, events: Iterable[StreamEvent]) -> None:
+        """Keep freshly appended events of users connected here (see module doc)."""
+        for event in events:
+            if event.user_id not in self._listeners:
+                continue
+            recent = self._recent.setdefault(event.user_id, {})
+            recent[event.seq] = event
+            if len(recent) > RECENT_EVENTS:
+                # dicts keep insertion order: drop the oldest quarter at once.
+                for seq in list(recent)[: RECENT_EVENTS // 4]:
+                    del recent[seq]
+
+    def recent(self, user_id: str, after: int, up_to: int) -> list[StreamEvent] | None:
+        """Events ``after`` < seq <= ``up_to`` from memory, or None unless all are there."""
+        recent = self._recent.get(user_id)
+        if recent is None or up_to - after > len(recent):
+            return None
+        out: list[StreamEvent] = []
+        for seq in range(after + 1, up_to + 1):
+            event = recent.get(seq)
+            if event is None:
+                return None
+            out.append(event)
+        return out
 
     def _dispatch(self, user_id: str, payload: bytes) -> None:
         try:
@@ -128,3 +164,4 @@ class Hub:
                     await subscription.close()
             self._subscriptions.clear()
             self._listeners.clear()
+            self._recent.clear()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from omninudge_core import codec, session, wire
@@ -20,7 +20,7 @@ from omninudge_core.errors import (
     OmniNudgeError,
     ProtocolError,
 )
-from omninudge_core.models import EventKind, Origin, StreamEvent
+from omninudge_core.models import Conversation, ConversationKind, EventKind, Origin, StreamEvent
 from omninudge_server import messaging, presence
 from omninudge_server.auth import Principal
 from omninudge_server.errors import (
@@ -102,8 +102,13 @@ class WsConnection:
         # Notices that found the queue full: the loop folds them in on its next turn.
         self.overflow_up_to = 0
         self.participants: dict[str, tuple[str, str]] = {}
+        # PLATFORM conversations this user sent to (participants and kind never change).
+        self.conversations: dict[str, Conversation] = {}
+        self._frames_in = metrics.ws_frames.labels(direction="in")
+        self._frames_out = metrics.ws_frames.labels(direction="out")
         self._current: wire.ClientFrame = wire.PingFrame()  # the frame being processed
         self.going_away = False  # the server is shutting down (Hub.going_away)
+        self._acks: asyncio.Task[None] | None = None  # the latest ack batch being recorded
 
     # --- the hub's listener interface ------------------------------------------------------
 
@@ -155,7 +160,12 @@ class WsConnection:
         if self.overflow_up_to:
             up_to, self.overflow_up_to = self.overflow_up_to, 0
             return _Notice({"k": "events", "up_to": up_to})
-        timeout = max(0.0, (self.deadline - self.services.clock()).total_seconds())
+        now = self.services.clock()
+        if now < self.deadline and not self.queue.empty():
+            # Busy connection: skip wait_for's task and timer (hot path). A due deadline
+            # still goes first (the Tick below), as it did through wait_for.
+            return self.queue.get_nowait()
+        timeout = max(0.0, (self.deadline - now).total_seconds())
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:
@@ -172,7 +182,7 @@ class WsConnection:
                 data = message.get("text")
                 if data is None:
                     data = message.get("bytes") or b""
-                self.metrics.ws_frames.labels(direction="in").inc()
+                self._frames_in.inc()
                 await self.queue.put(_Frame(data))
         except (WebSocketDisconnect, RuntimeError, OSError):
             await self.queue.put(_Gone(1006))
@@ -204,9 +214,21 @@ class WsConnection:
 
     async def _on_frame(self, data: str | bytes) -> None:
         try:
-            frame = codec.decode_client_frame(data)
+            frame = decode_client_frame(data)
         except ProtocolError as exc:
             await self._refuse_frame(exc)
+            return
+        state = self.state
+        if (
+            isinstance(frame, wire.AckFrame)
+            and isinstance(state, session.Open)
+            and state.acked_seq < frame.seq <= state.pushed_seq
+        ):
+            # An ack that moves the window is not charged to the flood budget: there can
+            # be at most one per event we pushed, so it cannot flood, and a fast reader
+            # acking every 50 messages must not be closed for keeping up. Acks that move
+            # nothing (and every other frame) are charged as before.
+            await self._feed(session.AckReceived(frame.seq))
             return
         self._current = frame
         await self._feed(session.FrameReceived(frame.TYPE))
@@ -302,7 +324,18 @@ class WsConnection:
             client_msg_id=frame.client_msg_id,
             envelope=frame.envelope,
             text=frame.text,
+            conversation=self.conversations.get(frame.conversation_id),
         )
+        if (
+            outcome.created
+            and outcome.message.origin is Origin.PLATFORM
+            and frame.conversation_id not in self.conversations
+            and len(self.conversations) < 1000
+        ):
+            # A PLATFORM send went through, so the sender takes part in it.
+            conversation = await self.services.storage.conversations.get(frame.conversation_id)
+            if conversation.kind is ConversationKind.PLATFORM:
+                self.conversations[conversation.id] = conversation
         # A relay through Reddit has its outcome already (relayed_to_reddit / relay_failed).
         records = (
             await self.services.storage.messages.deliveries(outcome.message.id)
@@ -358,14 +391,10 @@ class WsConnection:
                 acked = [
                     self.unacked.pop(s) for s in range(after + 1, up_to + 1) if s in self.unacked
                 ]
-                await messaging.record_device_ack(
-                    self.services,
-                    self.hub,
-                    self.metrics,
-                    user_id=user_id,
-                    device_id=self.device_id,
-                    events=acked,
-                )
+                if acked:
+                    # Recorded off the loop, one batch after another: the loop goes on
+                    # pushing while the delivery rows and receipts wait for the writer.
+                    self._acks = asyncio.create_task(self._record_acks(self._acks, user_id, acked))
             case session.ProcessFrame():
                 await self._process(self._current)
             case session.SendPing():
@@ -390,6 +419,26 @@ class WsConnection:
             case session.WakeAt(deadline=deadline):
                 self.deadline = deadline
 
+    async def _record_acks(
+        self, previous: asyncio.Task[None] | None, user_id: str, acked: list[StreamEvent]
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await previous  # batches are recorded in the order they were acked
+        try:
+            await messaging.record_device_ack(
+                self.services,
+                self.hub,
+                self.metrics,
+                user_id=user_id,
+                device_id=self.device_id,
+                events=acked,
+            )
+        except Exception:
+            # The client's stream position is already saved by its ack; a receipt it
+            # could not cause is logged, as a failed fan-out would be.
+            logger.warning("recording an ack of %s failed", user_id, exc_info=True)
+
     async def _credentials_dead(self, principal: Principal) -> bool:
         if principal.expires_at <= self.services.clock():
             return True
@@ -399,6 +448,16 @@ class WsConnection:
         assert self.principal is not None
         user_id = self.principal.user_id
         cursor = after
+        in_hand = self.hub.recent(user_id, after, up_to)
+        if in_hand is not None:
+            # Just appended by this process: no need to read them back (realtime.Hub).
+            for event in in_hand:
+                if event.kind is EventKind.MESSAGE:
+                    self.unacked[event.seq] = event
+                frame = frame_for_event(event)
+                if frame is not None:
+                    await self._send_frame(frame)
+            return
         while cursor < up_to:
             events = await self.services.storage.events.read(
                 user_id, after=cursor, limit=min(PUSH_PAGE, up_to - cursor)
@@ -442,7 +501,7 @@ class WsConnection:
                 await self.websocket.send_text(dumps(obj))
         except TimeoutError:
             raise _SlowConsumer from None
-        self.metrics.ws_frames.labels(direction="out").inc()
+        self._frames_out.inc()
 
     async def _close(self, code: int, reason: str) -> None:
         if not isinstance(self.state, session.Closed):
@@ -452,6 +511,9 @@ class WsConnection:
                 await self.websocket.close(code, reason[:120])
 
     async def _teardown(self) -> None:
+        if self._acks is not None:
+            with contextlib.suppress(Exception):
+                await self._acks  # the last acks still count after a disconnect
         if self.principal is not None and self.attached:
             await self.hub.detach(self.principal.user_id, self)
             with contextlib.suppress(Exception):
@@ -464,4 +526,18 @@ class WsConnection:
 
 
 def dumps(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return orjson.dumps(obj).decode()
+
+
+def decode_client_frame(data: str | bytes) -> wire.ClientFrame:
+    """``codec.decode_client_frame`` with orjson's parser. Raises ProtocolError.
+    Anything orjson refuses (bad JSON, an integer beyond 64 bits) takes the codec's own
+    path, so the error a client sees is the same."""
+    if len(data) <= codec.MAX_FRAME_BYTES:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return codec.structure_client_frame(parsed)
+    return codec.decode_client_frame(data)
