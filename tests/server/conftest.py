@@ -20,6 +20,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from omninudge_server.app import create_app
+from omninudge_server.client import Client, Stream
 from omninudge_server.config import Settings, load_settings
 
 
@@ -188,3 +189,18 @@ async def people(server: RunningServer) -> AsyncIterator[Any]:
     yield make
     for person in made:
         await person.close()
+
+
+async def sdk_client(server: RunningServer, person: Person) -> Client:
+    """An SDK client for ``person`` (their token and device), checked with ``/api/me``."""
+    client = Client(server.base_url, person.token, device_id=person.device_id)
+    await client.me()
+    return client
+
+
+async def frame_of_type(stream: Stream, kind: str, wait_s: float = 5.0) -> dict[str, Any]:
+    """Skip frames (presence...) until one of ``kind`` arrives."""
+    while True:
+        frame = await stream.recv(wait_s)
+        if frame["type"] == kind:
+            return frame

@@ -14,23 +14,14 @@ from omninudge_adapters.memory import MemoryFanOut
 from omninudge_core import codec
 from omninudge_core.errors import ProtocolError
 from omninudge_core.models import EventKind, StreamEvent
-from omninudge_server.client import Client, Stream
 from omninudge_server.realtime import RECENT_EVENTS, Hub
 from omninudge_server.ws_connection import decode_client_frame, dumps
-from tests.server.conftest import Person, RunningServer, fake_envelope
-
-
-async def _sdk(server: RunningServer, person: Person) -> Client:
-    client = Client(server.base_url, person.token, device_id=person.device_id)
-    await client.me()
-    return client
-
-
-async def _frames_until(stream: Stream, kind: str, wait_s: float = 5.0) -> dict[str, Any]:
-    while True:
-        frame = await stream.recv(wait_s)
-        if frame["type"] == kind:
-            return frame
+from tests.server.conftest import (
+    RunningServer,
+    fake_envelope,
+    frame_of_type,
+    sdk_client,
+)
 
 
 async def test_one_ack_for_many_messages_gives_a_delivered_receipt_for_each(
@@ -38,19 +29,19 @@ async def test_one_ack_for_many_messages_gives_a_delivered_receipt_for_each(
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice, bob = await _sdk(server, alice_p), await _sdk(server, bob_p)
+    alice, bob = await sdk_client(server, alice_p), await sdk_client(server, bob_p)
     async with alice.connect() as a_stream, bob.connect() as b_stream:
         sent_ids = []
         for _ in range(5):
             await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-            sent_ids.append((await _frames_until(a_stream, "sent"))["message"]["id"])
-        received = [(await _frames_until(b_stream, "message"))["message"]["id"] for _ in range(5)]
+            sent_ids.append((await frame_of_type(a_stream, "sent"))["message"]["id"])
+        received = [(await frame_of_type(b_stream, "message"))["message"]["id"] for _ in range(5)]
         assert received == sent_ids
         await b_stream.ack()  # one ack covers all five
 
         receipts: dict[str, str] = {}
         while len(receipts) < 5:
-            frame = await _frames_until(a_stream, "receipt")
+            frame = await frame_of_type(a_stream, "receipt")
             assert frame["user_id"] == bob_p.id
             receipts[frame["message_id"]] = frame["status"]
         assert receipts == dict.fromkeys(sent_ids, "delivered")
@@ -63,13 +54,13 @@ async def test_a_block_stops_sends_on_a_connection_that_already_sent(
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice, bob = await _sdk(server, alice_p), await _sdk(server, bob_p)
+    alice, bob = await sdk_client(server, alice_p), await sdk_client(server, bob_p)
     async with alice.connect() as a_stream:
         await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-        await _frames_until(a_stream, "sent")
+        await frame_of_type(a_stream, "sent")
         await bob.block(alice_p.id)
         ref = await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-        error = await _frames_until(a_stream, "error")
+        error = await frame_of_type(a_stream, "error")
         assert (error["code"], error["ref"]) == ("blocked", ref)
     await alice.aclose()
     await bob.aclose()
@@ -80,20 +71,20 @@ async def test_a_new_recipient_device_is_required_on_a_connection_that_already_s
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice = await _sdk(server, alice_p)
+    alice = await sdk_client(server, alice_p)
     async with alice.connect() as a_stream:
         await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-        await _frames_until(a_stream, "sent")
+        await frame_of_type(a_stream, "sent")
         second = await bob_p.register_device("dev_second_" + bob_p.device_id[-6:])
         await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-        error = await _frames_until(a_stream, "error")
+        error = await frame_of_type(a_stream, "error")
         assert error["code"] == "device_mismatch"
         assert second in error["missing"]
         await a_stream.send(
             conversation_id,
             fake_envelope(alice_p.device_id, [alice_p.device_id, bob_p.device_id, second]),
         )
-        await _frames_until(a_stream, "sent")
+        await frame_of_type(a_stream, "sent")
     await alice.aclose()
 
 

@@ -19,23 +19,11 @@ from tests.server.conftest import (
     RunningServer,
     fake_envelope,
     fake_jwk,
+    frame_of_type,
     run_server,
+    sdk_client,
     unique_name,
 )
-
-
-async def _sdk(server: RunningServer, person: Person) -> Client:
-    client = Client(server.base_url, person.token, device_id=person.device_id)
-    await client.me()
-    return client
-
-
-async def _frames_until(stream: Stream, kind: str, wait_s: float = 5.0) -> dict[str, Any]:
-    """Skip frames (presence...) until one of ``kind`` arrives."""
-    while True:
-        frame = await stream.recv(wait_s)
-        if frame["type"] == kind:
-            return frame
 
 
 async def test_live_exchange_sent_then_delivered_then_read(
@@ -43,29 +31,29 @@ async def test_live_exchange_sent_then_delivered_then_read(
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice, bob = await _sdk(server, alice_p), await _sdk(server, bob_p)
+    alice, bob = await sdk_client(server, alice_p), await sdk_client(server, bob_p)
     async with alice.connect() as a_stream, bob.connect() as b_stream:
         client_msg_id = await a_stream.send(conversation_id, alice_p.envelope_for(bob_p))
-        sent = await _frames_until(a_stream, "sent")
+        sent = await frame_of_type(a_stream, "sent")
         assert sent["client_msg_id"] == client_msg_id
         message_id = sent["message"]["id"]
 
-        incoming = await _frames_until(b_stream, "message")
+        incoming = await frame_of_type(b_stream, "message")
         assert incoming["message"]["id"] == message_id
         assert incoming["message"]["envelope"]["sender_device"] == alice_p.device_id
         await b_stream.ack()
 
         # The sender's own copy of the message comes through its stream too.
-        own = await _frames_until(a_stream, "message")
+        own = await frame_of_type(a_stream, "message")
         assert own["message"]["id"] == message_id
         await a_stream.ack()
-        delivered = await _frames_until(a_stream, "receipt")
+        delivered = await frame_of_type(a_stream, "receipt")
         assert (delivered["message_id"], delivered["status"]) == (message_id, "delivered")
         assert delivered["user_id"] == bob_p.id
         await a_stream.ack()
 
         await b_stream.read(conversation_id, message_id)
-        read = await _frames_until(a_stream, "receipt")
+        read = await frame_of_type(a_stream, "receipt")
         assert (read["message_id"], read["status"]) == (message_id, "read")
     await alice.aclose()
     await bob.aclose()
@@ -93,7 +81,7 @@ async def test_offline_recipient_gets_200_messages_in_order_once(
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
     sent = await _send_many(alice_p, bob_p, conversation_id, 200)
-    bob = await _sdk(server, bob_p)
+    bob = await sdk_client(server, bob_p)
     received: list[str] = []
     async with bob.connect(resume_from=0) as stream:
         while len(received) < 200:
@@ -104,7 +92,7 @@ async def test_offline_recipient_gets_200_messages_in_order_once(
                     await stream.ack()
         await stream.ack()
         with pytest.raises(TimeoutError):
-            await _frames_until(stream, "message", wait_s=0.5)
+            await frame_of_type(stream, "message", wait_s=0.5)
     assert received == sent
     await bob.aclose()
 
@@ -115,7 +103,7 @@ async def test_dropped_connection_resumes_from_last_ack_without_loss(
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
     sent = await _send_many(alice_p, bob_p, conversation_id, 120)
-    bob = await _sdk(server, bob_p)
+    bob = await sdk_client(server, bob_p)
     seen: dict[str, int] = {}
     async with bob.connect(resume_from=0) as stream:
         while len(seen) < 50:
@@ -190,7 +178,7 @@ async def test_malformed_and_unknown_frames_get_errors_and_the_connection_stays(
     server: RunningServer, people: Any
 ) -> None:
     bob_p = await people()
-    bob = await _sdk(server, bob_p)
+    bob = await sdk_client(server, bob_p)
     async with bob.connect() as stream:
         for raw, code in [
             ("{", "invalid_json"),
@@ -201,10 +189,10 @@ async def test_malformed_and_unknown_frames_get_errors_and_the_connection_stays(
             ("[1, 2]", "invalid_frame"),
         ]:
             await stream.send_raw(raw)
-            frame = await _frames_until(stream, "error")
+            frame = await frame_of_type(stream, "error")
             assert frame["code"] == code, raw
         await stream.ping()
-        assert (await _frames_until(stream, "pong"))["type"] == "pong"
+        assert (await frame_of_type(stream, "pong"))["type"] == "pong"
     await bob.aclose()
 
 
@@ -213,11 +201,11 @@ async def test_send_errors_carry_the_client_msg_id_as_ref(
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice = await _sdk(server, alice_p)
+    alice = await sdk_client(server, alice_p)
     async with alice.connect() as stream:
         envelope = fake_envelope(alice_p.device_id, [alice_p.device_id])
         client_msg_id = await stream.send(conversation_id, envelope)
-        frame = await _frames_until(stream, "error")
+        frame = await frame_of_type(stream, "error")
         assert frame["code"] == "device_mismatch"
         assert frame["ref"] == client_msg_id
         assert frame["missing"] == [bob_p.device_id]
@@ -229,10 +217,10 @@ async def test_typing_is_forwarded_but_not_across_a_block(
 ) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice, bob = await _sdk(server, alice_p), await _sdk(server, bob_p)
+    alice, bob = await sdk_client(server, alice_p), await sdk_client(server, bob_p)
     async with alice.connect() as a_stream, bob.connect() as b_stream:
         await a_stream.typing(conversation_id)
-        frame = await _frames_until(b_stream, "typing")
+        frame = await frame_of_type(b_stream, "typing")
         assert frame == {
             "type": "typing",
             "conversation_id": conversation_id,
@@ -242,7 +230,7 @@ async def test_typing_is_forwarded_but_not_across_a_block(
         await asyncio.sleep(3.1)  # past the 3 s debounce window
         await a_stream.typing(conversation_id)
         with pytest.raises(TimeoutError):
-            await _frames_until(b_stream, "typing", wait_s=0.7)
+            await frame_of_type(b_stream, "typing", wait_s=0.7)
     await alice.aclose()
     await bob.aclose()
 
@@ -254,19 +242,19 @@ async def test_presence_is_announced_to_contacts_unless_hidden(
     await alice_p.conversation_with(bob_p)
     await alice_p.conversation_with(carol_p)
     await carol_p.http.patch("/api/me/settings", json={"presence_visible": False})
-    alice, bob, carol = [await _sdk(server, p) for p in (alice_p, bob_p, carol_p)]
+    alice, bob, carol = [await sdk_client(server, p) for p in (alice_p, bob_p, carol_p)]
     async with alice.connect() as a_stream:
         async with bob.connect():
-            frame = await _frames_until(a_stream, "presence")
+            frame = await frame_of_type(a_stream, "presence")
             assert (frame["user_id"], frame["online"]) == (bob_p.id, True)
         # Alice's own connect snapshot may repeat "online"; then bob's exit arrives.
         while frame["online"]:
-            frame = await _frames_until(a_stream, "presence")
+            frame = await frame_of_type(a_stream, "presence")
             assert frame["user_id"] == bob_p.id
         assert frame["last_seen"] is not None
         async with carol.connect():
             with pytest.raises(TimeoutError):
-                await _frames_until(a_stream, "presence", wait_s=0.7)
+                await frame_of_type(a_stream, "presence", wait_s=0.7)
     for client in (alice, bob, carol):
         await client.aclose()
 
@@ -283,7 +271,7 @@ async def _drain_raw(ws: Any) -> None:
 
 async def test_flooding_closes_with_1008(server: RunningServer, people: Any) -> None:
     bob_p = await people()
-    bob = await _sdk(server, bob_p)
+    bob = await sdk_client(server, bob_p)
     async with bob.connect() as stream:
         for _ in range(500):
             await stream.send_raw('{"type":"ping"}')
@@ -307,15 +295,15 @@ async def test_an_oversize_frame_closes_with_1009(server: RunningServer, people:
 async def test_a_too_large_envelope_is_an_error_frame(server: RunningServer, people: Any) -> None:
     alice_p, bob_p = await people(), await people()
     conversation_id = await alice_p.conversation_with(bob_p)
-    alice = await _sdk(server, alice_p)
+    alice = await sdk_client(server, alice_p)
     envelope = alice_p.envelope_for(bob_p)
     envelope["ct"] = "A" * 70_000
     async with alice.connect() as stream:
         await stream.send(conversation_id, envelope, client_msg_id=str(uuid.uuid4()))
-        frame = await _frames_until(stream, "error")
+        frame = await frame_of_type(stream, "error")
         assert frame["code"] == "too_large"
         await stream.ping()
-        await _frames_until(stream, "pong")
+        await frame_of_type(stream, "pong")
     await alice.aclose()
 
 
