@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterable
@@ -39,8 +38,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from omninudge_server.client import ApiError, Client, Stream
 from tests.server.conftest import fake_envelope, fake_jwk
-from tests.server.multiproc import OMNINUDGE, clean_env
-from tests.services import spare_port
+from tests.server.multiproc import Instance, clean_env
 
 __all__ = [
     "LOGS",
@@ -83,17 +81,13 @@ def drill_env(**extra: str) -> dict[str, str]:
     )
 
 
-class ServerProcess:
-    """One ``omninudge serve`` subprocess on a fixed loopback port, logging at DEBUG."""
+class ServerProcess(Instance):
+    """One ``omninudge serve`` subprocess on a fixed loopback port, logging at DEBUG into
+    the drill log directory (scanned for secrets), restartable on the same port."""
 
     def __init__(self, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
-        self.env = env
-        self.data_dir = data_dir
-        self.log_path = log_path
-        self.port = spare_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        super().__init__("server", env, data_dir, log_path, log_level="debug")
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         LOGS.append(log_path)
 
@@ -104,54 +98,20 @@ class ServerProcess:
     def start(self) -> None:
         """Start the process (again: same port, same data directory, same env)."""
         assert not self.running(), "already running"
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             log.write(f"=== start {self.starts + 1}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [
-                    OMNINUDGE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--data-dir", str(self.data_dir), "--log-level", "debug",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-            )  # fmt: skip
+        super().start()
         self.starts += 1
-
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        """Until ``/health`` answers. Raises AssertionError (with the log) otherwise."""
-        deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if not self.running():
-                    raise AssertionError(f"server exited:\n{self.log()}")
-                try:
-                    await http.get("/health")
-                    return
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        raise AssertionError(f"server did not start:\n{self.log()}")
 
     async def restart(self) -> None:
         self.start()
         await self.wait_ready()
 
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
-
-    def kill(self) -> None:
-        """SIGKILL: the process dies with its connections, nothing is flushed."""
-        if self.running():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=10)
 
     def terminate(self) -> None:
         """SIGTERM: ask for a graceful shutdown (does not wait)."""
@@ -170,30 +130,12 @@ class ServerProcess:
             await asyncio.sleep(0.05)
         raise AssertionError(f"server did not exit:\n{self.log()}")
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 15 s (for finally blocks)."""
-        if not self.running():
-            return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
     def rss_kb(self) -> int:
         """The server's resident set size, from /proc."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise AssertionError("no VmRSS in /proc status")
-
-    def log(self, tail: int | None = 6000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return text if tail is None else text[-tail:]
 
 
 # --- people -----------------------------------------------------------------------------

@@ -44,8 +44,17 @@ def clean_env(**extra: str) -> dict[str, str]:
 class Instance:
     """One ``omninudge serve`` subprocess."""
 
-    def __init__(self, name: str, env: dict[str, str], data_dir: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        data_dir: Path,
+        log_path: Path,
+        *,
+        log_level: str = "warning",
+    ) -> None:
         self.name = name
+        self.log_level = log_level
         self.env = env
         self.data_dir = data_dir
         self.log_path = log_path
@@ -59,7 +68,7 @@ class Instance:
             self.process = subprocess.Popen(
                 [
                     OMNINUDGE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                    "--data-dir", str(self.data_dir), "--log-level", "warning",
+                    "--data-dir", str(self.data_dir), "--log-level", self.log_level,
                 ],
                 env=self.env,
                 stdout=log,
@@ -97,13 +106,13 @@ class Instance:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        """SIGTERM (uvicorn's graceful shutdown), then SIGKILL after 10 s."""
+        """SIGTERM (uvicorn's graceful shutdown), then SIGKILL after 15 s."""
         if not self.running():
             return
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.kill()
 
