@@ -150,34 +150,22 @@ async def redis_adapters() -> AsyncIterator[RedisAdapters]:
         yield adapters
 
 
-@asynccontextmanager
-async def redis_presence() -> AsyncIterator[Harness[Presence]]:
-    async with redis_adapters() as redis:
-        yield Harness(redis.presence, real_sleep, time.time)
+def redis_port(pick: Callable[[RedisAdapters], P]) -> Factory[P]:
+    """A factory of one Redis adapter, on a fresh key prefix of the run's Redis."""
+
+    @asynccontextmanager
+    async def factory() -> AsyncIterator[Harness[P]]:
+        async with redis_adapters() as redis:
+            yield Harness(pick(redis), real_sleep, time.time)
+
+    return factory
 
 
-@asynccontextmanager
-async def redis_revocations() -> AsyncIterator[Harness[Revocations]]:
-    async with redis_adapters() as redis:
-        yield Harness(redis.revocations, real_sleep, time.time)
-
-
-@asynccontextmanager
-async def redis_ratelimiter() -> AsyncIterator[Harness[RateLimiter]]:
-    async with redis_adapters() as redis:
-        yield Harness(redis.rate_limiter, real_sleep, time.time)
-
-
-@asynccontextmanager
-async def redis_cache() -> AsyncIterator[Harness[Cache]]:
-    async with redis_adapters() as redis:
-        yield Harness(redis.cache, real_sleep, time.time)
-
-
-@asynccontextmanager
-async def redis_fanout() -> AsyncIterator[Harness[FanOut]]:
-    async with redis_adapters() as redis:
-        yield Harness(redis.fanout, real_sleep, time.time)
+redis_presence: Factory[Presence] = redis_port(lambda r: r.presence)
+redis_revocations: Factory[Revocations] = redis_port(lambda r: r.revocations)
+redis_ratelimiter: Factory[RateLimiter] = redis_port(lambda r: r.rate_limiter)
+redis_cache: Factory[Cache] = redis_port(lambda r: r.cache)
+redis_fanout: Factory[FanOut] = redis_port(lambda r: r.fanout)
 
 
 async def _fetch_local_url(
