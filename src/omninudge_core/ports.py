@@ -248,6 +248,13 @@ class MessageStore(Protocol):
 
     async def deliveries(self, message_id: MessageId) -> list[DeliveryRecord]: ...
 
+    async def deliveries_many(
+        self, message_ids: Sequence[MessageId]
+    ) -> dict[MessageId, list[DeliveryRecord]]:
+        """``deliveries`` of several messages in one read (an ack batch); every id given
+        is a key, an unknown message maps to an empty list."""
+        ...
+
     async def mark_read(
         self, conversation_id: ConversationId, user_id: UserId, up_to: MessageId
     ) -> list[Message]:

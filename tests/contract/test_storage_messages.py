@@ -385,3 +385,27 @@ async def test_concurrent_replays_of_one_client_msg_id_create_one_message(
     )
     assert sum(result.created for result in results) == 1
     assert len({result.message.id for result in results}) == 1
+
+
+async def test_deliveries_many_matches_deliveries_per_message(
+    storage: Storage, make: Factory
+) -> None:
+    conversation = await make.conversation()
+    sender, recipient = conversation.participants
+    first = (await make.send(conversation, sender)).message
+    second = (await make.send(conversation, recipient)).message
+    later = T0 + timedelta(seconds=3)
+    await storage.messages.set_deliveries(
+        [
+            DeliveryRecord(first.id, recipient, "d-2", DeliveryStatus.PUSHED, later),
+            DeliveryRecord(first.id, recipient, "d-1", DeliveryStatus.DELIVERED, later),
+        ]
+    )
+    unknown = new_id("m-")
+    found = await storage.messages.deliveries_many([second.id, unknown, first.id])
+    assert list(found) == [second.id, unknown, first.id]
+    assert found[first.id] == await storage.messages.deliveries(first.id)
+    assert [r.device_id for r in found[first.id]] == ["d-1", "d-2"]
+    assert found[second.id] == await storage.messages.deliveries(second.id)
+    assert found[unknown] == []
+    assert await storage.messages.deliveries_many([]) == {}

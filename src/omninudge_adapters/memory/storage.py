@@ -464,6 +464,11 @@ class MemoryMessageStore:
         rows = self._data.deliveries.get(message_id, {})
         return [rows[key] for key in sorted(rows)]
 
+    async def deliveries_many(
+        self, message_ids: Sequence[MessageId]
+    ) -> dict[MessageId, list[DeliveryRecord]]:
+        return {message_id: await self.deliveries(message_id) for message_id in message_ids}
+
     async def mark_read(
         self, conversation_id: ConversationId, user_id: UserId, up_to: MessageId
     ) -> list[Message]:

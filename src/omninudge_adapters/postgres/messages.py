@@ -335,6 +335,24 @@ class PostgresMessageStore:
             rows = await cur.fetchall()
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_many(
+        self, message_ids: Sequence[MessageId]
+    ) -> dict[MessageId, list[DeliveryRecord]]:
+        found: dict[MessageId, list[DeliveryRecord]] = {m: [] for m in message_ids}
+        if not found:
+            return found
+        async with self._db.connection("list deliveries") as conn:
+            cur = await conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ANY(%s)"
+                " ORDER BY message_id, recipient_id, device_id",
+                (list(found),),
+            )
+            rows = await cur.fetchall()
+        for row in rows:
+            record = delivery_from_row(row)
+            found[record.message_id].append(record)
+        return found
+
     async def mark_read(
         self, conversation_id: ConversationId, user_id: UserId, up_to: MessageId
     ) -> list[Message]:

@@ -347,6 +347,22 @@ class SqliteMessageStore:
         )
         return [delivery_from_row(row) for row in rows]
 
+    async def deliveries_many(
+        self, message_ids: Sequence[MessageId]
+    ) -> dict[MessageId, list[DeliveryRecord]]:
+        found: dict[MessageId, list[DeliveryRecord]] = {m: [] for m in message_ids}
+        for chunk in chunked(list(found)):
+            rows = await self._db.fetchall(
+                "SELECT message_id, recipient_id, device_id, status, updated_at FROM deliveries"
+                f" WHERE message_id IN ({placeholders(len(chunk))})"
+                " ORDER BY message_id, recipient_id, device_id",
+                chunk,
+            )
+            for row in rows:
+                record = delivery_from_row(row)
+                found[record.message_id].append(record)
+        return found
+
     async def mark_read(
         self, conversation_id: ConversationId, user_id: UserId, up_to: MessageId
     ) -> list[Message]:
