@@ -82,7 +82,8 @@ class SqliteConversationStore:
         Race-safe: the check and the insert share one write transaction. Raises
         Conflict when the id is taken by another pair."""
         user_a, user_b = conversation.participants
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> tuple[Conversation, bool]:
             row = await tx.fetchone(
                 f"SELECT {_CONVERSATION_COLUMNS} FROM conversations"
                 " WHERE user_a = ? AND user_b = ?",
@@ -106,7 +107,9 @@ class SqliteConversationStore:
                     created if last is None else last,
                 ),
             )
-        return conversation, True
+            return conversation, True
+
+        return await self._db.transaction(work)
 
     async def get(self, conversation_id: ConversationId) -> Conversation:
         """Raises NotFound."""
@@ -167,7 +170,8 @@ class SqliteConversationStore:
         self, conversation_id: ConversationId, state: UpgradeState
     ) -> Conversation:
         """Raises NotFound."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> Conversation:
             row = await tx.fetchone(
                 f"UPDATE conversations SET upgrade_state = ? WHERE id = ?"
                 f" RETURNING {_CONVERSATION_COLUMNS}",
@@ -176,6 +180,8 @@ class SqliteConversationStore:
             if row is None:
                 raise NotFound(f"no conversation {conversation_id}")
             return conversation_from_row(row)
+
+        return await self._db.transaction(work)
 
 
 async def _append_events(
@@ -238,7 +244,8 @@ class SqliteMessageStore:
         returns the original with created=False and writes nothing. Returns after the
         commit (durable per the ``synchronous`` setting). Raises NotFound for an unknown
         conversation, Conflict for a taken message id or Reddit fullname."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> Appended:
             row = await tx.fetchone(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages m"
                 " WHERE m.sender_id = ? AND m.client_msg_id = ?",
@@ -260,7 +267,9 @@ class SqliteMessageStore:
             await tx.execute(
                 _BUMP_ACTIVITY, {"at": to_micros(message.sent_at), "id": message.conversation_id}
             )
-        return Appended(message=message, created=True, events=tuple(events))
+            return Appended(message=message, created=True, events=tuple(events))
+
+        return await self._db.transaction(work)
 
     async def get(self, message_id: MessageId) -> Message:
         """Raises NotFound."""
@@ -306,7 +315,8 @@ class SqliteMessageStore:
                 raise ValueError(
                     "an imported message needs a reddit_fullname and this conversation_id"
                 )
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> int:
             await _require_conversation(tx, conversation_id)
             inserted = 0
             newest: int | None = None
@@ -322,12 +332,15 @@ class SqliteMessageStore:
                     newest = sent if newest is None else max(newest, sent)
             if newest is not None:
                 await tx.execute(_BUMP_ACTIVITY, {"at": newest, "id": conversation_id})
-        return inserted
+            return inserted
+
+        return await self._db.transaction(work)
 
     async def set_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
         """Upsert by (message_id, recipient_id, device_id). Raises NotFound for an
         unknown message (and writes nothing)."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             message_ids = list({record.message_id for record in records})
             for chunk in chunked(message_ids):
                 rows = await tx.fetchall(
@@ -337,6 +350,8 @@ class SqliteMessageStore:
                     found = {row["id"] for row in rows}
                     raise NotFound(f"no message {next(m for m in chunk if m not in found)}")
             await tx.executemany(_UPSERT_DELIVERY, [_delivery_params(r) for r in records])
+
+        await self._db.transaction(work)
 
     async def deliveries(self, message_id: MessageId) -> list[DeliveryRecord]:
         """By (recipient_id, device_id); empty for an unknown message."""
@@ -369,7 +384,8 @@ class SqliteMessageStore:
         """Move the read mark forward (never back); return the other participant's
         messages newly covered, oldest first. Raises NotFound if ``up_to`` is not a
         message of the conversation."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> list[Message]:
             target = await tx.fetchone(
                 "SELECT sent_at, id FROM messages WHERE id = ? AND conversation_id = ?",
                 (up_to, conversation_id),
@@ -408,6 +424,8 @@ class SqliteMessageStore:
             )
             return [message_from_row(row) for row in rows]
 
+        return await self._db.transaction(work)
+
 
 class SqliteEventStore:
     def __init__(self, db: SqliteDatabase) -> None:
@@ -416,8 +434,11 @@ class SqliteEventStore:
     async def append(self, events: Sequence[NewEvent]) -> list[StreamEvent]:
         """Append all or nothing; seq per user, gap-free. Raises NotFound for an
         unknown message_id."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> list[StreamEvent]:
             return await _append_events(tx, events, self._db.clock())
+
+        return await self._db.transaction(work)
 
     async def read(self, user_id: UserId, *, after: int, limit: int) -> list[StreamEvent]:
         """Events with seq > after, ascending, MESSAGE events with their message."""

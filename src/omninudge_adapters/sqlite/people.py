@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from omninudge_adapters.sqlite.database import SqliteDatabase, chunked
+from omninudge_adapters.sqlite.database import SqliteDatabase, Transaction, chunked
 from omninudge_adapters.sqlite.rows import (
     block_from_row,
     device_from_row,
@@ -33,7 +33,8 @@ class SqliteUserStore:
     async def create(self, user: User) -> User:
         """Insert a user. Raises Conflict on a taken id, username (case-insensitive)
         or reddit_id."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> User:
             await tx.execute(
                 "INSERT INTO users (id, username, username_lower, reddit_id, on_platform,"
                 " settings, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -47,7 +48,9 @@ class SqliteUserStore:
                     to_micros(user.created_at),
                 ),
             )
-        return user
+            return user
+
+        return await self._db.transaction(work)
 
     async def get(self, user_id: UserId) -> User:
         """Raises NotFound."""
@@ -95,7 +98,8 @@ class SqliteUserStore:
     async def update(self, user: User) -> User:
         """Replace username, reddit_id, on_platform and settings (created_at is kept).
         Raises NotFound, or Conflict on a taken username/reddit_id."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> User:
             row = await tx.fetchone("SELECT created_at FROM users WHERE id = ?", (user.id,))
             if row is None:
                 raise NotFound(f"no user {user.id}")
@@ -111,7 +115,9 @@ class SqliteUserStore:
                     user.id,
                 ),
             )
-        return attrs.evolve(user, created_at=from_micros(row["created_at"]))
+            return attrs.evolve(user, created_at=from_micros(row["created_at"]))
+
+        return await self._db.transaction(work)
 
 
 _DEVICE_COLUMNS = "device_id, user_id, public_key, signing_key, name, created_at"
@@ -124,7 +130,8 @@ class SqliteDeviceStore:
     async def put(self, device: Device) -> tuple[Device, bool]:
         """Register a device; the same keys again is a no-op (created=False). Raises
         Conflict when the id exists with other keys or belongs to another user."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> tuple[Device, bool]:
             row = await tx.fetchone(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = ?", (device.device_id,)
             )
@@ -148,10 +155,12 @@ class SqliteDeviceStore:
                     to_micros(device.created_at),
                 ),
             )
-        stored = attrs.evolve(
-            device, public_key=dict(device.public_key), signing_key=dict(device.signing_key)
-        )
-        return stored, True
+            stored = attrs.evolve(
+                device, public_key=dict(device.public_key), signing_key=dict(device.signing_key)
+            )
+            return stored, True
+
+        return await self._db.transaction(work)
 
     async def for_user(self, user_id: UserId) -> list[Device]:
         """Oldest first."""
@@ -173,12 +182,15 @@ class SqliteDeviceStore:
 
     async def delete(self, user_id: UserId, device_id: DeviceId) -> None:
         """Raises NotFound if the user has no such device."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             deleted = await tx.execute(
                 "DELETE FROM devices WHERE device_id = ? AND user_id = ?", (device_id, user_id)
             )
             if deleted == 0:
                 raise NotFound(f"user {user_id} has no device {device_id}")
+
+        await self._db.transaction(work)
 
 
 class SqliteBlockStore:
@@ -187,20 +199,26 @@ class SqliteBlockStore:
 
     async def put(self, block: Block) -> None:
         """Idempotent: blocking again keeps the first block."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute(
                 "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (blocker_id, blocked_id) DO NOTHING",
                 (block.blocker_id, block.blocked_id, to_micros(block.created_at)),
             )
 
+        await self._db.transaction(work)
+
     async def delete(self, blocker_id: UserId, blocked_id: UserId) -> None:
         """Idempotent."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute(
                 "DELETE FROM blocks WHERE blocker_id = ? AND blocked_id = ?",
                 (blocker_id, blocked_id),
             )
+
+        await self._db.transaction(work)
 
     async def blocked_by(self, blocker_id: UserId) -> list[Block]:
         """Oldest first."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from omninudge_adapters.sqlite.database import SqliteDatabase
+from omninudge_adapters.sqlite.database import SqliteDatabase, Transaction
 from omninudge_adapters.sqlite.rows import (
     dump_json,
     invitation_from_row,
@@ -45,7 +45,8 @@ class SqliteMediaStore:
 
     async def create(self, media: Media) -> None:
         """Raises Conflict on a taken id."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute(
                 f"INSERT INTO media ({_MEDIA_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -63,6 +64,8 @@ class SqliteMediaStore:
                 ),
             )
 
+        await self._db.transaction(work)
+
     async def get(self, media_id: MediaId) -> Media:
         """Raises NotFound."""
         row = await self._db.fetchone(
@@ -74,12 +77,16 @@ class SqliteMediaStore:
 
     async def delete(self, media_id: MediaId) -> None:
         """Idempotent; the shares go with it (ON DELETE CASCADE)."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute("DELETE FROM media WHERE id = ?", (media_id,))
+
+        await self._db.transaction(work)
 
     async def share(self, media_id: MediaId, conversation_id: ConversationId) -> None:
         """Idempotent. Raises NotFound for an unknown media or conversation."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             if await tx.fetchone("SELECT 1 FROM media WHERE id = ?", (media_id,)) is None:
                 raise NotFound(f"no media {media_id}")
             found = await tx.fetchone(
@@ -92,6 +99,8 @@ class SqliteMediaStore:
                 " ON CONFLICT (media_id, conversation_id) DO NOTHING",
                 (media_id, conversation_id),
             )
+
+        await self._db.transaction(work)
 
     async def can_access(self, media_id: MediaId, user_id: UserId) -> bool:
         """The uploader, and participants of a conversation it was shared in."""
@@ -117,7 +126,8 @@ class SqliteInvitationStore:
 
     async def create(self, invitation: Invitation) -> None:
         """Raises Conflict on a taken token."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute(
                 f"INSERT INTO invitations ({_INVITATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -130,6 +140,8 @@ class SqliteInvitationStore:
                 ),
             )
 
+        await self._db.transaction(work)
+
     async def get(self, token: str) -> Invitation:
         """Raises NotFound."""
         row = await self._db.fetchone(
@@ -141,7 +153,8 @@ class SqliteInvitationStore:
 
     async def accept(self, token: str, at: Instant) -> Invitation:
         """Set accepted_at once; later calls return the first acceptance. Raises NotFound."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> Invitation:
             await tx.execute(
                 "UPDATE invitations SET accepted_at = ? WHERE token = ? AND accepted_at IS NULL",
                 (to_micros(at), token),
@@ -152,6 +165,8 @@ class SqliteInvitationStore:
             if row is None:
                 raise NotFound("no such invitation")
             return invitation_from_row(row)
+
+        return await self._db.transaction(work)
 
 
 class SqliteMigrationStore:
@@ -164,7 +179,8 @@ class SqliteMigrationStore:
 
     async def save(self, conversation_id: ConversationId, state: Mapping[str, object]) -> None:
         """Upsert. Raises NotFound for an unknown conversation."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             found = await tx.fetchone(
                 "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
             )
@@ -176,6 +192,8 @@ class SqliteMigrationStore:
                 " DO UPDATE SET state = excluded.state, finished = excluded.finished",
                 (conversation_id, dump_json(state), int(is_finished(state))),
             )
+
+        await self._db.transaction(work)
 
     async def load(self, conversation_id: ConversationId) -> Mapping[str, object] | None:
         row = await self._db.fetchone(
@@ -203,7 +221,8 @@ class SqliteRedditTokenStore:
 
     async def put(self, tokens: RedditTokens) -> None:
         """Upsert."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute(
                 f"INSERT INTO reddit_tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET"
@@ -221,6 +240,8 @@ class SqliteRedditTokenStore:
                 ),
             )
 
+        await self._db.transaction(work)
+
     async def get(self, user_id: UserId) -> RedditTokens | None:
         row = await self._db.fetchone(
             f"SELECT {_TOKEN_COLUMNS} FROM reddit_tokens WHERE user_id = ?", (user_id,)
@@ -229,5 +250,8 @@ class SqliteRedditTokenStore:
 
     async def delete(self, user_id: UserId) -> None:
         """Idempotent."""
-        async with self._db.write() as tx:
+
+        async def work(tx: Transaction) -> None:
             await tx.execute("DELETE FROM reddit_tokens WHERE user_id = ?", (user_id,))
+
+        await self._db.transaction(work)
