@@ -81,6 +81,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from omninudge_server.app import create_app
     from omninudge_server.shutdown import GracefulServer
+    from omninudge_server.transport import websocket_options
     from omninudge_server.wiring import preflight
 
     settings = _settings(args)
@@ -91,13 +92,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.ws_max_frame_bytes,
-        # API.md: ping every 30 s, drop a peer that misses two pongs. ASGI apps cannot
-        # see ping/pong frames, so the transport does it (see ws.py).
-        ws_ping_interval=settings.ws_ping_interval_s,
-        ws_ping_timeout=2 * settings.ws_ping_interval_s,
+        **websocket_options(settings),
         lifespan="on",
         log_level=args.log_level,
         access_log=False,  # RequestLogMiddleware logs without query strings

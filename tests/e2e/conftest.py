@@ -34,6 +34,7 @@ from omninudge_core.models import Message as DomainMessage
 from omninudge_core.models import Origin
 from omninudge_server.app import create_app
 from omninudge_server.config import Settings, load_settings
+from omninudge_server.transport import websocket_options
 from tests.services_redis import session_redis_url, unique_prefix
 
 CHROMIUM = os.environ.get("OMNINUDGE_CHROMIUM", "/usr/bin/chromium")
@@ -253,9 +254,7 @@ async def serving(
     recorder = Recorder(app)
     config = uvicorn.Config(
         recorder,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.ws_max_frame_bytes,
+        **websocket_options(settings),
         lifespan="on",
         log_level="debug",
         access_log=True,

@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from omninudge_server.app import create_app
 from omninudge_server.client import Client, Stream
 from omninudge_server.config import Settings, load_settings
+from omninudge_server.transport import websocket_options
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -62,10 +63,7 @@ async def run_server(
     app = create_app(settings)
     config = uvicorn.Config(
         app,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=None,
+        **{**websocket_options(settings), "ws_ping_interval": None},
         lifespan="on",
         log_level="warning",
         access_log=False,

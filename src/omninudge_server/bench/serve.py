@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from omninudge_server.app import create_app
+    from omninudge_server.transport import websocket_options
 
     parser = argparse.ArgumentParser(prog="omninudge-bench-serve")
     parser.add_argument("--host", default="127.0.0.1")
@@ -50,11 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
-        ws_per_message_deflate=False,
-        ws_max_size=settings.ws_max_frame_bytes,
-        ws_ping_interval=settings.ws_ping_interval_s,
-        ws_ping_timeout=2 * settings.ws_ping_interval_s,
+        **websocket_options(settings),
         lifespan="on",
         log_level="warning",
         access_log=False,
