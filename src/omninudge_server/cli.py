@@ -20,7 +20,7 @@ __all__ = ["build_parser", "main"]
 EXIT_CONFIG = 2
 EXIT_DEPENDENCY = 3
 _CHATTY_DRIVERS = (
-    "aiosqlite", "psycopg", "redis", "httpx", "httpcore", "hpack", "websockets",
+    "psycopg", "redis", "httpx", "httpcore", "hpack", "websockets",
     "botocore", "aiobotocore", "s3transfer", "urllib3", "PIL", "multipart", "python_multipart",
 )  # fmt: skip
 

@@ -185,12 +185,18 @@ class SqliteConversationStore:
 
 
 async def _append_events(
-    tx: Transaction, events: Sequence[NewEvent], created_at: datetime
+    tx: Transaction,
+    events: Sequence[NewEvent],
+    created_at: datetime,
+    known: Sequence[Message] = (),
 ) -> list[StreamEvent]:
     """Append events in the caller's transaction: each takes its user's next seq
-    (user_streams.last_seq + 1), so seqs are gap-free per user."""
-    message_ids = list({e.message_id for e in events if e.message_id is not None})
-    messages: dict[MessageId, Message] = {}
+    (user_streams.last_seq + 1), so seqs are gap-free per user. ``known``: messages
+    the caller has in hand (just inserted), which need no reading back."""
+    messages: dict[MessageId, Message] = {message.id: message for message in known}
+    message_ids = list(
+        {e.message_id for e in events if e.message_id is not None and e.message_id not in messages}
+    )
     for chunk in chunked(message_ids):
         rows = await tx.fetchall(
             f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id IN ({placeholders(len(chunk))})",
@@ -263,6 +269,7 @@ class SqliteMessageStore:
                     for uid in notify
                 ],
                 self._db.clock(),
+                known=[message],
             )
             await tx.execute(
                 _BUMP_ACTIVITY, {"at": to_micros(message.sent_at), "id": message.conversation_id}

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from omninudge_adapters.rows import (
     envelope_from_mapping,
     envelope_to_mapping,
@@ -63,11 +65,19 @@ def from_micros_or_none(micros: int | None) -> datetime | None:
 
 
 def dump_json(value: Mapping[str, Any] | list[Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    try:
+        # orjson: several times faster on the hot path (every envelope and event payload).
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        # What orjson refuses (an integer beyond 64 bits, a non-str key) the stdlib writes.
+        return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def load_json(text: str) -> Any:
-    return json.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)  # e.g. an integer beyond 64 bits, written by the stdlib
 
 
 # --- models <-> columns ------------------------------------------------------------------
