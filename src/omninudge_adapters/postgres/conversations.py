@@ -35,6 +35,8 @@ _LIST = (
 _LIST_FIRST = _LIST.format(keyset="")
 _LIST_AFTER = _LIST.format(keyset=f"AND ({_ACTIVITY}, c.id) < (%(at)s, %(id)s)")
 
+_BY_ID = f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ANY(%(keys)s)"
+
 
 class PostgresConversationStore:
     def __init__(self, db: Database) -> None:
@@ -76,15 +78,10 @@ class PostgresConversationStore:
 
     async def get(self, conversation_id: ConversationId) -> Conversation:
         """Raises NotFound."""
-        async with self._db.connection("get conversation") as conn:
-            cur = await conn.execute(
-                f"SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
-                (conversation_id,),
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.lookup("get conversation", _BY_ID, [conversation_id])
+        if not rows:
             raise NotFound(f"no conversation {conversation_id!r}")
-        return conversation_from_row(row)
+        return conversation_from_row(rows[0])
 
     async def for_pair(self, a: UserId, b: UserId) -> Conversation | None:
         user_a, user_b = pair_key(a, b)

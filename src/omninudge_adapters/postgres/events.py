@@ -2,15 +2,16 @@
 
 Seq assignment works as in ``messages.append``: one statement bumps each user's
 ``user_streams.last_seq`` by the number of new events (rows locked in sorted user
-order until commit) and numbers the events below the new value, in the order given.
+order until commit), numbers the events below the new value, in the order given, and
+returns them with their messages. It is a write of ``Database.write``: under group
+commit it shares its transaction with the other writes of its batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from psycopg.types.json import Jsonb
-
+from omninudge_adapters.postgres.arrays import JsonbArray, TextArray
 from omninudge_adapters.postgres.db import Database
 from omninudge_adapters.postgres.rows import (
     MESSAGE_COLUMNS,
@@ -23,7 +24,7 @@ from omninudge_core.ports import NewEvent
 
 __all__ = ["PostgresEventStore"]
 
-_APPEND = """
+_APPEND = f"""
 WITH input AS (
     SELECT * FROM unnest(%(users)s::text[], %(kinds)s::text[], %(message_ids)s::text[],
                          %(payloads)s::jsonb[])
@@ -42,7 +43,9 @@ WITH input AS (
     INSERT INTO events (user_id, seq, kind, message_id, payload, created_at)
     SELECT user_id, seq, kind, message_id, payload, statement_timestamp() FROM numbered
 )
-SELECT ord, seq, statement_timestamp(), payload FROM numbered ORDER BY ord
+SELECT n.seq, statement_timestamp(), n.payload, {prefixed(MESSAGE_COLUMNS, "m")}
+FROM numbered n LEFT JOIN messages m ON m.id = n.message_id
+ORDER BY n.ord
 """
 
 _READ = (
@@ -51,6 +54,7 @@ _READ = (
     " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
     " WHERE e.user_id = %s AND e.seq > %s ORDER BY e.seq LIMIT %s"
 )
+_LAST_SEQ = "SELECT last_seq FROM user_streams WHERE user_id = %s"
 
 
 class PostgresEventStore:
@@ -64,40 +68,37 @@ class PostgresEventStore:
         if not events:
             return []
         params = {
-            "users": [e.user_id for e in events],
-            "kinds": [e.kind.value for e in events],
-            "message_ids": [e.message_id for e in events],
-            "payloads": [None if e.payload is None else Jsonb(dict(e.payload)) for e in events],
+            "users": TextArray(e.user_id for e in events),
+            "kinds": TextArray(e.kind.value for e in events),
+            "message_ids": TextArray(e.message_id for e in events),
+            "payloads": JsonbArray(e.payload for e in events),
         }
-        message_ids = sorted({e.message_id for e in events if e.message_id is not None})
+        numbered = await self._db.write("append events", _APPEND, params)
         messages: dict[str, Message] = {}
-        async with self._db.connection("append events") as conn:
-            cur = await conn.execute(_APPEND, params)
-            numbered = await cur.fetchall()
-            if message_ids:
-                cur = await conn.execute(
-                    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY(%s)", (message_ids,)
+        appended = []
+        for event, row in zip(events, numbered, strict=True):
+            message = None
+            if event.message_id is not None and row[3] is not None:
+                message = messages.get(event.message_id)
+                if message is None:
+                    message = messages[event.message_id] = message_from_row(row[3:])
+            appended.append(
+                StreamEvent(
+                    user_id=event.user_id,
+                    seq=row[0],
+                    kind=event.kind,
+                    created_at=row[1],
+                    message=message,
+                    payload=row[2],
                 )
-                messages = {row[0]: message_from_row(row) for row in await cur.fetchall()}
-        return [
-            StreamEvent(
-                user_id=event.user_id,
-                seq=seq,
-                kind=event.kind,
-                created_at=created_at,
-                message=None if event.message_id is None else messages.get(event.message_id),
-                payload=payload,
             )
-            for event, (_, seq, created_at, payload) in zip(events, numbered, strict=True)
-        ]
+        return appended
 
     async def read(self, user_id: UserId, *, after: int, limit: int) -> list[StreamEvent]:
         """Events with seq > after, ascending; MESSAGE events carry their message."""
         if limit <= 0:
             return []
-        async with self._db.connection("read events") as conn:
-            cur = await conn.execute(_READ, (user_id, after, limit))
-            rows = await cur.fetchall()
+        rows = await self._db.fetch("read events", _READ, (user_id, after, limit))
         return [
             event_from_row(row[:5], None if row[5] is None else message_from_row(row[5:]))
             for row in rows
@@ -105,9 +106,5 @@ class PostgresEventStore:
 
     async def last_seq(self, user_id: UserId) -> int:
         """0 for a user with no events."""
-        async with self._db.connection("read last seq") as conn:
-            cur = await conn.execute(
-                "SELECT last_seq FROM user_streams WHERE user_id = %s", (user_id,)
-            )
-            row = await cur.fetchone()
-        return 0 if row is None else int(row[0])
+        rows = await self._db.fetch("read last seq", _LAST_SEQ, (user_id,))
+        return int(rows[0][0]) if rows else 0

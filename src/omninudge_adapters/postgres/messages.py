@@ -15,24 +15,22 @@ connections are autocommit). Its data-modifying CTEs run in this order:
    last_message_at forward - the conversation row is locked last, after the
    streams, so lock order is the same for every writer.
 
-Group commit (on by default): appends that arrive while a batch is being written
-wait and go together in the next one - one transaction on one connection, every
-``append`` statement sent in pipeline mode, so a batch costs ONE network round trip
-and ONE commit (one WAL flush) however many messages it holds. Every caller returns
-only after that commit. If the batch fails (one bad message aborts the transaction),
-its appends are retried one by one, so each caller gets its own answer (NotFound,
-Conflict) and the good ones still commit. ``group_commit=False``: one transaction per
-append.
+Group commit (on by default): the statement goes through ``Database.write``, so
+appends (and the other hot writes: delivery rows, receipt events) that arrive while a
+batch is being written go together in the next one - one transaction, one round trip,
+one commit, however many messages it holds; every caller returns only after that
+commit, and a batch that fails is retried statement by statement (see ``batching``).
+``group_commit=False``: one transaction per append.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from omninudge_adapters.postgres.arrays import TextArray, TimestampArray
 from omninudge_adapters.postgres.cursor import decode_cursor, encode_cursor
 from omninudge_adapters.postgres.db import Database
 from omninudge_adapters.postgres.rows import (
@@ -42,7 +40,7 @@ from omninudge_adapters.postgres.rows import (
     message_from_row,
     message_params,
 )
-from omninudge_core.errors import Conflict, NotFound, PortError, Unavailable
+from omninudge_core.errors import Conflict, NotFound
 from omninudge_core.models import (
     ConversationId,
     DeliveryRecord,
@@ -56,10 +54,7 @@ from omninudge_core.ports import Appended, Page
 
 __all__ = ["PostgresMessageStore"]
 
-# A bound on one batch (its statements travel in one pipeline).
-MAX_BATCH = 256
-
-_Rows = list[tuple[Any, ...]]
+_MESSAGE_NAMES = [name.strip() for name in MESSAGE_COLUMNS.split(",")]
 
 _APPEND = f"""
 WITH new_message AS (
@@ -121,6 +116,14 @@ ON CONFLICT (message_id, recipient_id, device_id) DO UPDATE
 SET status = excluded.status, updated_at = excluded.updated_at
 """
 
+# Lookups (``Database.lookup``: merged across callers).
+_BY_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ANY(%(keys)s)"
+_REPLAYED = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE sender_id = %s AND client_msg_id = %s"
+_DELIVERIES = (
+    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ANY(%(keys)s)"
+    " ORDER BY message_id, recipient_id, device_id"
+)
+
 _HISTORY = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(conversation_id)s"
     " {keyset} ORDER BY sent_at DESC, id DESC LIMIT %(limit)s"
@@ -130,13 +133,17 @@ _HISTORY_AFTER = _HISTORY.format(keyset="AND (sent_at, id) < (%(at)s, %(id)s)")
 
 
 class PostgresMessageStore:
-    def __init__(self, db: Database, *, group_commit: bool = True) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
-        self.group_commit = group_commit
-        # Appends waiting for the next batch, and the task writing batches.
-        self._queue: list[tuple[dict[str, Any], asyncio.Future[_Rows]]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.batches_written = 0  # for benchmarks and tests: batch transactions committed
+
+    @property
+    def group_commit(self) -> bool:
+        return self._db.group_commit
+
+    @property
+    def batches_written(self) -> int:
+        """Batch transactions (of two or more writes) committed: for benchmarks and tests."""
+        return self._db.write_batches
 
     async def append(
         self,
@@ -152,27 +159,20 @@ class PostgresMessageStore:
         or Reddit fullname, Unavailable when the database is down."""
         params = _named_message_params(message)
         params.update(
-            notify=list(notify),
-            d_recipient=[d.recipient_id for d in deliveries],
-            d_device=[d.device_id for d in deliveries],
-            d_status=[d.status.value for d in deliveries],
-            d_updated=[d.updated_at for d in deliveries],
+            notify=TextArray(notify),
+            d_recipient=TextArray(d.recipient_id for d in deliveries),
+            d_device=TextArray(d.device_id for d in deliveries),
+            d_status=TextArray(d.status.value for d in deliveries),
+            d_updated=TimestampArray(d.updated_at for d in deliveries),
         )
-        if self.group_commit:
-            rows = await self._append_grouped(params)
-        else:
-            rows = await self._append_alone(params)
+        rows = await self._db.write("append message", _APPEND, params)
         if rows and rows[0][0] == 0:
-            async with self._db.connection("append message") as conn:
-                cur = await conn.execute(
-                    f"SELECT {MESSAGE_COLUMNS} FROM messages"
-                    " WHERE sender_id = %s AND client_msg_id = %s",
-                    (message.sender_id, message.client_msg_id),
-                )
-                original = await cur.fetchone()
-            if original is None:
+            found = await self._db.fetch(
+                "append message", _REPLAYED, (message.sender_id, message.client_msg_id)
+            )
+            if not found:
                 raise Conflict("the replayed message disappeared concurrently")
-            return Appended(message=message_from_row(original), created=False)
+            return Appended(message=message_from_row(found[0]), created=False)
         numbered = [row for row in rows if row[1] is not None]
         events = tuple(
             StreamEvent(
@@ -186,65 +186,12 @@ class PostgresMessageStore:
         )
         return Appended(message=message, created=True, events=events)
 
-    async def _append_alone(self, params: dict[str, Any]) -> _Rows:
-        async with self._db.connection("append message") as conn:
-            cur = await conn.execute(_APPEND, params)
-            return await cur.fetchall()
-
-    async def _append_grouped(self, params: dict[str, Any]) -> _Rows:
-        future: asyncio.Future[_Rows] = asyncio.get_running_loop().create_future()
-        self._queue.append((params, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_batches())
-        # Shielded: a cancelled caller must not cancel the batch the others wait for.
-        return await asyncio.shield(future)
-
-    async def _write_batches(self) -> None:
-        batch: list[tuple[dict[str, Any], asyncio.Future[_Rows]]] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    results: list[_Rows] | None = await self._write_batch([p for p, _ in batch])
-                except PortError:
-                    results = None
-                for index, (params, future) in enumerate(batch):
-                    if results is not None:
-                        future.set_result(results[index])
-                        continue
-                    try:
-                        future.set_result(await self._append_alone(params))
-                    except PortError as exc:
-                        future.set_exception(exc)
-        except BaseException:
-            # Cancelled (shutdown) or a bug: no caller may wait forever.
-            for _, future in [*batch, *self._queue]:
-                if not future.done():
-                    future.set_exception(Unavailable("the message store is shutting down"))
-            self._queue = []
-            raise
-
-    async def _write_batch(self, batch: list[dict[str, Any]]) -> list[_Rows]:
-        """All of ``batch`` in one transaction and one round trip. Raises PortError."""
-        if len(batch) == 1:
-            return [await self._append_alone(batch[0])]
-        async with self._db.connection("append messages") as conn:
-            async with conn.pipeline(), conn.transaction():
-                cursors = [await conn.execute(_APPEND, params) for params in batch]
-            results = [await cur.fetchall() for cur in cursors]
-        self.batches_written += 1
-        return results
-
     async def get(self, message_id: MessageId) -> Message:
         """Raises NotFound."""
-        async with self._db.connection("get message") as conn:
-            cur = await conn.execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = %s", (message_id,)
-            )
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.lookup("get message", _BY_ID, [message_id])
+        if not rows:
             raise NotFound(f"no message {message_id!r}")
-        return message_from_row(row)
+        return message_from_row(rows[0])
 
     async def history(
         self, conversation_id: ConversationId, *, before: str | None, limit: int
@@ -312,27 +259,22 @@ class PostgresMessageStore:
         if not latest:
             return
         rows = list(latest.values())
-        async with self._db.connection("set deliveries") as conn:
-            await conn.execute(
-                _SET_DELIVERIES,
-                (
-                    [r.message_id for r in rows],
-                    [r.recipient_id for r in rows],
-                    [r.device_id for r in rows],
-                    [r.status.value for r in rows],
-                    [r.updated_at for r in rows],
-                ),
-            )
+        await self._db.write(
+            "set deliveries",
+            _SET_DELIVERIES,
+            (
+                TextArray(r.message_id for r in rows),
+                TextArray(r.recipient_id for r in rows),
+                TextArray(r.device_id for r in rows),
+                TextArray(r.status.value for r in rows),
+                TimestampArray(r.updated_at for r in rows),
+            ),
+            returns_rows=False,
+        )
 
     async def deliveries(self, message_id: MessageId) -> list[DeliveryRecord]:
         """By (recipient_id, device_id); empty for an unknown message."""
-        async with self._db.connection("list deliveries") as conn:
-            cur = await conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = %s"
-                " ORDER BY recipient_id, device_id",
-                (message_id,),
-            )
-            rows = await cur.fetchall()
+        rows = await self._db.lookup("list deliveries", _DELIVERIES, [message_id])
         return [delivery_from_row(row) for row in rows]
 
     async def deliveries_many(
@@ -341,13 +283,7 @@ class PostgresMessageStore:
         found: dict[MessageId, list[DeliveryRecord]] = {m: [] for m in message_ids}
         if not found:
             return found
-        async with self._db.connection("list deliveries") as conn:
-            cur = await conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE message_id = ANY(%s)"
-                " ORDER BY message_id, recipient_id, device_id",
-                (list(found),),
-            )
-            rows = await cur.fetchall()
+        rows = await self._db.lookup("list deliveries", _DELIVERIES, list(found))
         for row in rows:
             record = delivery_from_row(row)
             found[record.message_id].append(record)
@@ -406,9 +342,7 @@ class PostgresMessageStore:
 
 
 def _named_message_params(message: Message) -> dict[str, Any]:
-    values = message_params(message)
-    names = [name.strip() for name in MESSAGE_COLUMNS.split(",")]
-    params = dict(zip(names, values, strict=True))
+    params = dict(zip(_MESSAGE_NAMES, message_params(message), strict=True))
     if params["envelope"] is not None:
         params["envelope"] = Jsonb(params["envelope"])
     return params

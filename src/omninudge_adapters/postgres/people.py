@@ -20,6 +20,17 @@ from omninudge_core.models import Block, Device, DeviceId, User, UserId
 
 __all__ = ["PostgresBlockStore", "PostgresDeviceStore", "PostgresUserStore"]
 
+# The lookups of the message hot path (``Database.lookup``: merged across callers).
+_USERS = f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%(keys)s)"
+_DEVICES_OF = (
+    f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY(%(keys)s)"
+    " ORDER BY created_at, device_id"
+)
+_BLOCKS_AMONG = (
+    "SELECT blocker_id, blocked_id FROM blocks"
+    " WHERE blocker_id = ANY(%(keys)s) AND blocked_id = ANY(%(keys)s)"
+)
+
 
 class PostgresUserStore:
     def __init__(self, db: Database) -> None:
@@ -43,21 +54,15 @@ class PostgresUserStore:
 
     async def get(self, user_id: UserId) -> User:
         """Raises NotFound."""
-        async with self._db.connection("get user") as conn:
-            cur = await conn.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
-            row = await cur.fetchone()
-        if row is None:
+        rows = await self._db.lookup("get user", _USERS, [user_id])
+        if not rows:
             raise NotFound(f"no user {user_id!r}")
-        return user_from_row(row)
+        return user_from_row(rows[0])
 
     async def get_many(self, user_ids: Sequence[UserId]) -> dict[UserId, User]:
         if not user_ids:
             return {}
-        async with self._db.connection("get users") as conn:
-            cur = await conn.execute(
-                f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%s)", (list(user_ids),)
-            )
-            rows = await cur.fetchall()
+        rows = await self._db.lookup("get users", _USERS, user_ids)
         users = (user_from_row(row) for row in rows)
         return {user.id: user for user in users}
 
@@ -153,13 +158,7 @@ class PostgresDeviceStore:
         result: dict[UserId, list[Device]] = {user_id: [] for user_id in user_ids}
         if not user_ids:
             return result
-        async with self._db.connection("list devices") as conn:
-            cur = await conn.execute(
-                f"SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ANY(%s)"
-                " ORDER BY created_at, device_id",
-                (list(result),),
-            )
-            rows = await cur.fetchall()
+        rows = await self._db.lookup("list devices", _DEVICES_OF, list(result))
         for row in rows:
             device = device_from_row(row)
             result[device.user_id].append(device)
@@ -208,11 +207,5 @@ class PostgresBlockStore:
 
     async def between(self, a: UserId, b: UserId) -> bool:
         """True if either user blocks the other."""
-        async with self._db.connection("check blocks") as conn:
-            cur = await conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = %s AND blocked_id = %s)"
-                " OR (blocker_id = %s AND blocked_id = %s))",
-                (a, b, b, a),
-            )
-            row = await cur.fetchone()
-        return bool(row and row[0])
+        rows = await self._db.lookup("check blocks", _BLOCKS_AMONG, [a, b], key_columns=2)
+        return any((row[0], row[1]) in ((a, b), (b, a)) for row in rows)

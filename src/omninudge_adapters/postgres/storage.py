@@ -43,7 +43,7 @@ __all__ = ["PostgresStorage", "open_postgres_storage"]
 class PostgresStorage:
     """The relational stores of one PostgreSQL database (``ports.Storage``)."""
 
-    def __init__(self, db: Database, *, group_commit: bool = True) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
         # Typed as the ports: ``Storage``'s attributes are invariant, and this makes
         # mypy check that every store implements its port.
@@ -51,7 +51,7 @@ class PostgresStorage:
         self.devices: DeviceStore = PostgresDeviceStore(db)
         self.blocks: BlockStore = PostgresBlockStore(db)
         self.conversations: ConversationStore = PostgresConversationStore(db)
-        self.messages: MessageStore = PostgresMessageStore(db, group_commit=group_commit)
+        self.messages: MessageStore = PostgresMessageStore(db)
         self.events: EventStore = PostgresEventStore(db)
         self.media: MediaStore = PostgresMediaStore(db)
         self.invitations: InvitationStore = PostgresInvitationStore(db)
@@ -68,7 +68,7 @@ class PostgresStorage:
 async def open_postgres_storage(
     dsn: str,
     *,
-    min_size: int = 1,
+    min_size: int = 2,
     max_size: int = 10,
     connect_timeout_s: float = 10.0,
     migrate: bool = True,
@@ -78,14 +78,21 @@ async def open_postgres_storage(
     ``migrate=False``) and yield the storage; the pool is closed on exit.
 
     ``connect_timeout_s`` bounds both the initial connection and the wait for a free
-    connection later. ``group_commit`` batches concurrent appends into one transaction
-    and one round trip (see ``messages``). Raises Unavailable when the database cannot
-    be reached."""
+    connection later. ``group_commit`` batches concurrent writes into one transaction
+    and one round trip (see ``batching``). Raises Unavailable when the database cannot
+    be reached.
+
+    Pool size: the hot statements of any number of clients share batches, so they
+    hold at most ``1 + db.READ_LANES`` connections at once (one write batch, the read
+    batches); the rest of ``max_size`` serves the other, unbatched queries. The two
+    kept open (``min_size``) are the write lane and one read lane, so a quiet server
+    answers without opening a connection; a PostgreSQL on 2 cores gains nothing from
+    more connections than that working at once."""
     if migrate:
         await migrate_postgres(dsn)
     pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
         dsn,
-        min_size=min_size,
+        min_size=min(min_size, max_size),
         max_size=max_size,
         kwargs={"autocommit": True},
         configure=configure_connection,
@@ -96,6 +103,6 @@ async def open_postgres_storage(
     with map_errors("open storage"):
         await pool.open(wait=True, timeout=connect_timeout_s)
     try:
-        yield PostgresStorage(Database(pool), group_commit=group_commit)
+        yield PostgresStorage(Database(pool, group_commit=group_commit))
     finally:
         await pool.close()
