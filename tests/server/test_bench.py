@@ -27,7 +27,34 @@ def test_pairs_run_delivers_every_acknowledged_message_once() -> None:
     assert result["server_peak_rss_bytes"] > 0
     assert result["server"]["usage_from"] == "/proc"
     assert result["generator"]["processes"] == 1
+    assert result["generator"]["cpu_ms_per_message"] > 0
+    assert set(result["busy_while_sending"]) == {"generator_processes", "server", "machine"}
+    assert isinstance(result["saturated"], list)
     assert result["machine"]["cpus"] >= 1
+
+
+def test_processes_split_the_lanes_and_the_results_are_merged() -> None:
+    result = run_bench(
+        BenchOptions(scenario="pairs", pairs=4, messages=200, processes=2, progress=False)
+    )
+    assert result["acknowledged"] == result["delivered"] == 200
+    assert result["lost"] == result["duplicates"] == 0
+    generator = result["generator"]
+    assert generator["processes"] == 2
+    assert len(set(generator["pids"])) == 2
+    assert len(generator["cpu_s"]) == len(generator["run_cpu_s"]) == 2
+    assert len(result["busy_while_sending"]["generator_processes"]) == 2
+
+
+def test_latency_run_sends_at_the_fixed_rate() -> None:
+    result = run_bench(
+        BenchOptions(scenario="latency", pairs=4, rate=200, duration_s=1.0, progress=False)
+    )
+    # One send every 5 ms for 1 s (the last may fall on either side of the end).
+    assert 199 <= result["sent"] <= 201
+    assert result["delivered"] == result["acknowledged"] == result["sent"]
+    assert result["pacing_lag_ms"]["count"] == result["sent"]
+    assert result["latency_ms"]["send_to_deliver"]["count"] == result["sent"]
 
 
 def test_offline_backlog_is_replayed_on_reconnect() -> None:

@@ -41,7 +41,15 @@ def add_bench_parser(sub: Any) -> None:
     bench.add_argument("--users", type=int, help="idle: users the connections spread over")
     bench.add_argument("--hold", type=float, dest="hold_s", help="idle: seconds to hold")
     bench.add_argument("--body-bytes", type=int, default=200, help="plaintext body size")
-    bench.add_argument("--processes", type=int, default=1, help="generator processes")
+    bench.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help=(
+            "generator processes (default 1: one drives well over 10,000 msg/s, more than"
+            " a 2-core server takes; raise it when the summary says 'saturated: generator')"
+        ),
+    )
     bench.add_argument(
         "--no-group-commit",
         dest="group_commit",
@@ -63,6 +71,7 @@ def _summary(result: dict[str, Any]) -> str:
             f" server RSS {result['server_rss_bytes'] / 2**20:,.1f} MiB,"
             f" {per / 1024:,.1f} KiB per connection"
         )
+    generator = result["generator"]
     deliver = result["latency_ms"]["send_to_deliver"]
     ack = result["latency_ms"]["send_to_ack"]
     lines = [
@@ -73,17 +82,39 @@ def _summary(result: dict[str, Any]) -> str:
         f"send->ack     ms p50 {ack['p50']}  p95 {ack['p95']}  p99 {ack['p99']}  max {ack['max']}",
         f"send->deliver ms p50 {deliver['p50']}  p95 {deliver['p95']}  p99 {deliver['p99']}"
         f"  max {deliver['max']}",
-        f"server CPU {result['server_cpu_ms_per_message']} ms/message"
-        f" ({result['server_cpu_s']} s), peak RSS"
-        f" {result['server_peak_rss_bytes'] / 2**20:,.1f} MiB;"
-        f" generator CPU {result['generator']['cpu_s_total']} s"
-        f" in {result['generator']['processes']} process(es)",
+        f"CPU per message: server {result['server_cpu_ms_per_message']} ms"
+        f" ({result['server_cpu_s']} s), generator {generator['cpu_ms_per_message']} ms"
+        f" ({sum(generator['run_cpu_s']):.3f} s while running, {generator['cpu_s_total']} s"
+        f" in all, {generator['processes']} process(es))",
+        f"server peak RSS {result['server_peak_rss_bytes'] / 2**20:,.1f} MiB",
+        _busy_line(result),
     ]
+    if result.get("pacing_lag_ms") is not None:
+        lag = result["pacing_lag_ms"]
+        lines.append(
+            f"pacing: {result['send_rate_msgs_per_s']:,.0f} sends/s, lag behind schedule ms"
+            f" p50 {lag['p50']}  p99 {lag['p99']}  max {lag['max']}"
+        )
     if result.get("replay_s") is not None:
         lines.append(f"backlog replay {result['replay_s']} s ({result['replay_msgs_per_s']} msg/s)")
     if result["errors"]:
         lines.append(f"errors: {result['errors']}")
     return "\n".join(lines)
+
+
+def _percent(busy: float | None) -> str:
+    return "?" if busy is None else f"{busy * 100:.0f} %"
+
+
+def _busy_line(result: dict[str, Any]) -> str:
+    busy = result["busy_while_sending"]
+    generator = ", ".join(_percent(b) for b in busy["generator_processes"])
+    saturated = " and ".join(result["saturated"]) or "neither side"
+    return (
+        f"busy while sending: generator {generator} of a core, server"
+        f" {_percent(busy['server'])} of a core, machine {_percent(busy['machine'])}"
+        f" of {result['machine']['cpus']} cores -> saturated: {saturated}"
+    )
 
 
 def command(args: argparse.Namespace) -> int:

@@ -2,14 +2,22 @@
 
 One ``run_worker`` drives a set of lanes in one event loop; ``worker_process`` is the
 same in a child process (``multiprocessing``), so the load can be spread over cores.
-Times are ``time.monotonic()`` (one clock for every process on Linux), so a send in
-one process and its delivery in another would still be comparable.
+Every time is ``time.monotonic_ns()``: CLOCK_MONOTONIC, one clock for every process on
+the host, so the runner can line up the processes' start and last-delivery instants.
+A lane's sender and recipients live in the same process, so send→deliver is one
+process's clock read twice.
 
 What the server sees is what any client sends: ``auth``, then ``send`` frames with a
 real sealed v1 envelope (sealed once per lane, reused with a fresh ``client_msg_id``;
 its signature no longer matches the new id, which only a receiving client could
 tell, and this one does not check), and ``ack`` frames for the highest ``seq`` seen,
-at least every ``ack_every`` events and every few milliseconds.
+at least every ``ack_every`` events and every ACK_TICK_S.
+
+Cost per message is the point (the generator shares the machine with the server):
+frames go to plain callbacks (``wsclient``), each is parsed once with orjson, a
+``send`` is the lane's pre-built bytes around the message number, and the
+bookkeeping is arrays indexed by that number (send instant, answer, deliveries per
+recipient) rather than per-message objects.
 """
 
 from __future__ import annotations
@@ -19,21 +27,37 @@ import contextlib
 import os
 import resource
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
 
 from omninudge_server.bench.setup import Account, Lane
+from omninudge_server.bench.wsclient import Payload, TextHandler, WebSocketClient, open_websocket
 
-__all__ = ["WorkerPlan", "run_worker", "worker_process"]
+__all__ = [
+    "WorkerPlan",
+    "install_uvloop",
+    "open_session",
+    "run_worker",
+    "wait_until",
+    "worker_process",
+]
 
 ACK_TICK_S = 0.005
 STALL_S = 10.0
 PROGRESS_EVERY_S = 0.5
 MAX_FRAME = 1 << 20
+OPEN_TIMEOUT_S = 60.0
+# A paced send may leave up to this much before its due time: uvloop's timers count
+# whole milliseconds (a shorter sleep returns at once), so waiting out the last
+# fraction would spin the loop.
+PACING_TOLERANCE_NS = 500_000
+
+# A send's answer, by message number (``_LaneRun.answers``).
+PENDING, ACCEPTED, REFUSED = 0, 1, 2
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -43,7 +67,8 @@ class WorkerPlan:
     ws_url: str
     lanes: tuple[Lane, ...]
     mode: Literal["max", "rate"] = "max"
-    rate_per_lane: float = 0.0  # messages per second per lane (mode "rate")
+    rate: float = 0.0  # this worker's messages per second (mode "rate")
+    phase_s: float = 0.0  # its first send's offset, so N workers interleave evenly
     window: int = 4  # sends awaiting their ``sent`` per lane (mode "max")
     messages_per_lane: int | None = None
     duration_s: float | None = None
@@ -53,208 +78,297 @@ class WorkerPlan:
     ack_every: int = 64
 
 
-class _Conn:
-    __slots__ = ("acked", "max_seq", "ws")
+def _now() -> int:
+    return time.monotonic_ns()
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.max_seq = 0
-        self.acked = 0
 
-    async def ack(self) -> None:
-        if self.max_seq > self.acked:
-            self.acked = self.max_seq
-            await self.ws.send(f'{{"type":"ack","seq":{self.max_seq}}}')
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class _Counts:
+    """The worker's totals; ``unanswered`` and ``missing`` make "done?" O(1)."""
+
+    __slots__ = (
+        "ack_ns",
+        "acked",
+        "deliver_ns",
+        "delivered",
+        "duplicates",
+        "errors",
+        "last_ack",
+        "last_answer",
+        "last_delivery",
+        "missing",
+        "pacing_lag_ns",
+        "redelivered",
+        "sent",
+        "unanswered",
+    )
+
     def __init__(self) -> None:
         self.sent = 0
         self.acked = 0
         self.delivered = 0
         self.duplicates = 0
         self.redelivered = 0
+        self.unanswered = 0  # sends without their ``sent`` or error yet
+        self.missing = 0  # (accepted message, recipient device) pairs not delivered yet
         self.errors: dict[str, int] = {}
-        self.ack_ms: list[float] = []
-        self.deliver_ms: list[float] = []
-        self.last_delivery = 0.0
-        self.last_ack = 0.0
-        self.last_answer = 0.0
+        self.ack_ns = array("q")
+        self.deliver_ns = array("q")
+        self.pacing_lag_ns = array("q")  # mode "rate": actual send - scheduled send
+        self.last_delivery = 0
+        self.last_ack = 0
+        self.last_answer = 0
 
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
 
+class _Conn:
+    """One WebSocket: the highest ``seq`` seen and the highest acknowledged."""
+
+    __slots__ = ("ack_every", "acked", "client", "counts", "max_seq")
+
+    def __init__(self, counts: _Counts, ack_every: int) -> None:
+        self.counts = counts
+        self.ack_every = ack_every
+        self.client: WebSocketClient | None = None
+        self.max_seq = 0
+        self.acked = 0
+
+    def fresh(self, seq: Any) -> bool:
+        """False for a replayed event (seq already seen); acks every ``ack_every``."""
+        if seq is None:
+            return True
+        if seq <= self.max_seq:
+            self.counts.redelivered += 1
+            return False
+        self.max_seq = seq
+        if seq - self.acked >= self.ack_every:
+            self.ack()
+        return True
+
+    def ack(self) -> None:
+        if self.max_seq > self.acked and self.client is not None:
+            self.acked = self.max_seq
+            self.client.send(b'{"type":"ack","seq":%d}' % self.max_seq)
+
+
 class _LaneRun:
-    """One lane's state: what was sent when, what each recipient connection got."""
+    """One lane: what was sent when, how it was answered, what each recipient got.
+    Message ``n`` is ``client_msg_id`` ``"m<n>"``; every array is indexed by ``n``."""
+
+    __slots__ = (
+        "answers",
+        "counts",
+        "deadline",
+        "lane",
+        "limit",
+        "prefix",
+        "received",
+        "refill",
+        "sender",
+        "sent_ns",
+        "stop_sending",
+        "suffix",
+    )
 
     def __init__(self, lane: Lane, plan: WorkerPlan, counts: _Counts) -> None:
         self.lane = lane
-        self.plan = plan
         self.counts = counts
+        self.refill = plan.mode == "max"  # each answer frees a window slot
+        self.limit = plan.messages_per_lane if plan.messages_per_lane is not None else 1 << 62
         self.prefix = (
-            f'{{"type":"send","conversation_id":"{lane.conversation_id}","client_msg_id":"'
-        )
-        self.suffix = '","envelope":' + lane.envelope_json + "}"
-        self.sender: _Conn | None = None
-        self.sent_at: dict[str, float] = {}
-        self.pending: set[str] = set()  # sent, no answer yet
-        self.acked: set[str] = set()
-        self.received: list[dict[str, int]] = [{} for _ in lane.recipients]
-        self.next_number = 0
+            f'{{"type":"send","conversation_id":"{lane.conversation_id}","client_msg_id":"m'
+        ).encode()
+        self.suffix = ('","envelope":' + lane.envelope_json + "}").encode()
+        self.sender = _Conn(counts, plan.ack_every)
+        self.sent_ns = array("q")
+        self.answers = bytearray()
+        self.received = [bytearray() for _ in lane.recipients]  # deliveries, saturating
         self.stop_sending = False
-        self.deadline = float("inf")
-        self.replay_s: list[float] = []
+        self.deadline = 1 << 62
 
-    def budget_left(self) -> bool:
-        limit = self.plan.messages_per_lane
-        if self.stop_sending or (limit is not None and self.next_number >= limit):
-            return False
-        return time.monotonic() < self.deadline
+    def can_send(self, now: int) -> bool:
+        return not self.stop_sending and len(self.sent_ns) < self.limit and now < self.deadline
 
-    async def send_next(self) -> None:
-        assert self.sender is not None
-        client_msg_id = f"m{self.next_number}"
-        self.next_number += 1
-        self.pending.add(client_msg_id)
-        self.sent_at[client_msg_id] = time.monotonic()
+    def send_next(self, now: int) -> None:
+        assert self.sender.client is not None
+        number = len(self.sent_ns)
+        self.sent_ns.append(now)
+        self.answers.append(PENDING)
+        for got in self.received:
+            got.append(0)
         self.counts.sent += 1
-        await self.sender.ws.send(self.prefix + client_msg_id + self.suffix)
+        self.counts.unanswered += 1
+        self.sender.client.send(b"%b%d%b" % (self.prefix, number, self.suffix))
 
-    def on_answer(self, client_msg_id: str, ok: bool) -> bool:
-        """The ``sent`` (or error) for one send; True when it was ours and pending."""
-        if client_msg_id not in self.pending:
-            return False
-        self.pending.discard(client_msg_id)
-        self.counts.last_answer = time.monotonic()
-        if ok:
-            now = time.monotonic()
-            self.acked.add(client_msg_id)
-            self.counts.acked += 1
-            self.counts.last_ack = now
-            self.counts.ack_ms.append((now - self.sent_at[client_msg_id]) * 1000)
-        return True
+    def _number(self, client_msg_id: Any) -> int:
+        """The message number of one of our ids, else -1."""
+        if isinstance(client_msg_id, str) and client_msg_id[:1] == "m":
+            with contextlib.suppress(ValueError):
+                number = int(client_msg_id[1:])
+                if 0 <= number < len(self.sent_ns):
+                    return number
+        return -1
 
-    def on_delivery(self, recipient: int, client_msg_id: str) -> None:
-        got = self.received[recipient]
-        if client_msg_id in got:
-            got[client_msg_id] += 1
-            self.counts.duplicates += 1
+    def on_sender_text(self, data: Payload) -> None:
+        frame = orjson.loads(data)
+        if not self.sender.fresh(frame.get("seq")):
             return
-        got[client_msg_id] = 1
-        now = time.monotonic()
-        self.counts.delivered += 1
-        self.counts.last_delivery = now
-        sent = self.sent_at.get(client_msg_id)
-        if sent is not None:
-            self.counts.deliver_ms.append((now - sent) * 1000)
+        kind = frame.get("type")
+        if kind == "sent":
+            self._answered(frame.get("client_msg_id"), ACCEPTED)
+        elif kind == "error":
+            self.counts.error(str(frame.get("code")))
+            self._answered(frame.get("ref"), REFUSED)
 
-    def complete(self) -> bool:
-        return not self.pending and all(self.acked <= got.keys() for got in self.received)
+    def _answered(self, client_msg_id: Any, outcome: int) -> None:
+        number = self._number(client_msg_id)
+        if number < 0 or self.answers[number] != PENDING:
+            return
+        counts = self.counts
+        now = _now()
+        self.answers[number] = outcome
+        counts.unanswered -= 1
+        counts.last_answer = now
+        if outcome == ACCEPTED:
+            counts.acked += 1
+            counts.last_ack = now
+            counts.ack_ns.append(now - self.sent_ns[number])
+            counts.missing += sum(1 for got in self.received if not got[number])
+        if self.refill and self.can_send(now):
+            self.send_next(now)
 
-    def lost(self) -> int:
-        return sum(len(self.acked - got.keys()) for got in self.received)
+    def recipient_handler(self, index: int, conn: _Conn) -> TextHandler:
+        def on_text(data: Payload) -> None:
+            frame = orjson.loads(data)
+            if not conn.fresh(frame.get("seq")):
+                return
+            kind = frame.get("type")
+            if kind == "message":
+                self._delivered(index, frame["message"].get("client_msg_id"))
+            elif kind == "error":
+                self.counts.error(str(frame.get("code")))
+
+        return on_text
+
+    def _delivered(self, index: int, client_msg_id: Any) -> None:
+        counts = self.counts
+        number = self._number(client_msg_id)
+        if number < 0:
+            counts.error("bench_unknown_message")
+            return
+        got = self.received[index]
+        if got[number]:
+            got[number] = min(255, got[number] + 1)
+            counts.duplicates += 1
+            return
+        got[number] = 1
+        now = _now()
+        counts.delivered += 1
+        counts.last_delivery = now
+        counts.deliver_ns.append(now - self.sent_ns[number])
+        if self.answers[number] == ACCEPTED:
+            counts.missing -= 1
+
+    def accepted(self) -> int:
+        return self.answers.count(ACCEPTED)
 
 
-async def _open(ws_url: str, account: Account, resume_from: int | None = None) -> ClientConnection:
-    ws = await connect(
+async def open_session(
+    ws_url: str,
+    account: Account,
+    resume_from: int | None = None,
+    on_text: TextHandler | None = None,
+) -> WebSocketClient:
+    """Connect and authenticate; frames after ``hello`` go to ``on_text``. Raises
+    RuntimeError when the server answers ``auth`` with anything but ``hello``."""
+    hello: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    opened: list[WebSocketClient] = []
+
+    def first(data: Payload) -> None:
+        if on_text is not None and opened:
+            opened[0].on_text = on_text  # the rest of this read already goes there
+        if not hello.done():
+            hello.set_result(orjson.loads(data))
+
+    client = await open_websocket(
         f"{ws_url}?device_id={account.device_id}",
-        compression=None,
+        on_text=first,
         max_size=MAX_FRAME,
-        ping_interval=None,
-        open_timeout=60,
+        timeout_s=OPEN_TIMEOUT_S,
     )
+    opened.append(client)
     auth: dict[str, Any] = {"type": "auth", "token": account.token}
     if resume_from is not None:
         auth["resume_from"] = resume_from
-    await ws.send(orjson.dumps(auth).decode())
-    hello = orjson.loads(await ws.recv())
-    if hello.get("type") != "hello":
-        await ws.close()
-        raise RuntimeError(f"expected hello, got {hello}")
-    return ws
+    client.send(orjson.dumps(auth))
+    await asyncio.wait(
+        {hello, client.lost}, timeout=OPEN_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+    )
+    frame = hello.result() if hello.done() else None
+    if not isinstance(frame, dict) or frame.get("type") != "hello":
+        client.abort()
+        raise RuntimeError(f"expected hello, got {frame}")
+    return client
 
 
-async def _read_sender(run: _LaneRun, conn: _Conn) -> None:
-    counts = run.counts
-    async for raw in conn.ws:
-        frame = orjson.loads(raw)
-        kind = frame.get("type")
-        seq = frame.get("seq")
-        if seq is not None:
-            if seq <= conn.max_seq:
-                counts.redelivered += 1
-                continue
-            conn.max_seq = seq
-            if seq - conn.acked >= run.plan.ack_every:
-                await conn.ack()
-        if kind == "sent":
-            answered = run.on_answer(frame["client_msg_id"], True)
-        elif kind == "error":
-            counts.error(str(frame.get("code")))
-            answered = run.on_answer(str(frame.get("ref")), False)
-        else:
-            continue
-        if answered and run.plan.mode == "max" and run.budget_left():
-            await run.send_next()
-
-
-async def _read_recipient(run: _LaneRun, index: int, conn: _Conn) -> None:
-    counts = run.counts
-    async for raw in conn.ws:
-        frame = orjson.loads(raw)
-        seq = frame.get("seq")
-        if seq is not None:
-            if seq <= conn.max_seq:
-                counts.redelivered += 1
-                continue
-            conn.max_seq = seq
-            if seq - conn.acked >= run.plan.ack_every:
-                await conn.ack()
-        if frame.get("type") == "message":
-            run.on_delivery(index, frame["message"]["client_msg_id"])
-        elif frame.get("type") == "error":
-            counts.error(str(frame.get("code")))
-
-
-async def _rate_sender(run: _LaneRun, start: float) -> None:
-    interval = 1.0 / run.plan.rate_per_lane
-    # Spread the lanes' phases so that they do not all send in the same instant.
-    due = start + interval * (run.lane.index % 97) / 97
-    while run.budget_left():
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-            if not run.budget_left():
-                break
-        await run.send_next()
-        due += interval
-
-
-async def _wait_until(
+async def wait_until(
     done: Callable[[], bool], until: float = float("inf"), step: float = 0.01
 ) -> None:
-    # Polling: the conditions span many connections' tasks (or another process), and a
-    # check every 10 ms costs nothing next to the traffic.
+    # Polling: the conditions span many connections, and a check every 10 ms costs
+    # nothing next to the traffic.
     while not done() and time.monotonic() < until:  # noqa: ASYNC110
         await asyncio.sleep(step)
 
 
-def _snapshot(counts: _Counts, final: bool = False) -> dict[str, Any]:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    snap: dict[str, Any] = {
+async def _pace(runs: list[_LaneRun], plan: WorkerPlan, start: int) -> None:
+    """Mode "rate": one send every 1/rate s, the lanes in turn. A late send is still
+    sent (the offered rate holds) and its lateness recorded, so bursts show."""
+    interval = round(1e9 / plan.rate)
+    lag = runs[0].counts.pacing_lag_ns
+    due = start + round(plan.phase_s * 1e9)
+    turn = 0
+    while True:
+        now = _now()
+        if due - now >= PACING_TOLERANCE_NS:
+            await asyncio.sleep((due - now) / 1e9)
+            continue
+        for step in range(len(runs)):
+            run = runs[(turn + step) % len(runs)]
+            if run.can_send(now):
+                turn += step + 1
+                break
+        else:
+            return
+        run.send_next(now)
+        lag.append(now - due)
+        due += interval
+
+
+def _snapshot(counts: _Counts) -> dict[str, Any]:
+    return {
         "sent": counts.sent,
         "acked": counts.acked,
         "delivered": counts.delivered,
-        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "cpu_s": _cpu_s(),
     }
-    if final:
-        snap["peak_rss_bytes"] = usage.ru_maxrss * 1024
-    return snap
+
+
+def _raise_failures(conns: list[_Conn]) -> None:
+    for conn in conns:
+        if conn.client is not None and conn.client.failure is not None:
+            raise RuntimeError("the generator failed on a frame") from conn.client.failure
 
 
 async def run_worker(plan: WorkerPlan, progress: Progress | None = None) -> dict[str, Any]:
-    """Connect, send, drain; returns the raw counts and latencies of these lanes."""
+    """Connect, send, drain; returns the raw counts and latencies of these lanes
+    (latencies as arrays of nanoseconds). Raises RuntimeError when a frame handler
+    failed or a connection could not authenticate."""
     counts = _Counts()
     runs = [_LaneRun(lane, plan, counts) for lane in plan.lanes]
     conns: list[_Conn] = []
@@ -263,96 +377,119 @@ async def run_worker(plan: WorkerPlan, progress: Progress | None = None) -> dict
     async def connect_recipients(resume_from: int | None) -> None:
         for run in runs:
             for index, account in enumerate(run.lane.recipients):
-                conn = _Conn(await _open(plan.ws_url, account, resume_from))
+                conn = _Conn(counts, plan.ack_every)
+                conn.client = await open_session(
+                    plan.ws_url, account, resume_from, run.recipient_handler(index, conn)
+                )
                 conns.append(conn)
-                tasks.append(asyncio.create_task(_read_recipient(run, index, conn)))
 
     async def ack_ticker() -> None:
         while True:
             await asyncio.sleep(ACK_TICK_S)
             for conn in conns:
-                if conn.max_seq > conn.acked:
-                    with contextlib.suppress(Exception):
-                        await conn.ack()
+                conn.ack()
 
     async def progress_ticker() -> None:
         while progress is not None:
             await asyncio.sleep(PROGRESS_EVERY_S)
             progress(_snapshot(counts))
 
+    def settled(condition: Callable[[], bool]) -> Callable[[], bool]:
+        def check() -> bool:
+            _raise_failures(conns)
+            return condition()
+
+        return check
+
     try:
         for run in runs:
-            run.sender = _Conn(await _open(plan.ws_url, run.lane.sender))
+            run.sender.client = await open_session(
+                plan.ws_url, run.lane.sender, on_text=run.on_sender_text
+            )
             conns.append(run.sender)
-            tasks.append(asyncio.create_task(_read_sender(run, run.sender)))
         if not plan.offline:
             await connect_recipients(None)
         tasks.append(asyncio.create_task(ack_ticker()))
         tasks.append(asyncio.create_task(progress_ticker()))
         await asyncio.sleep(max(0.0, plan.start_at - time.monotonic()))
-        start = time.monotonic()
-        for run in runs:
-            if plan.duration_s is not None:
-                run.deadline = start + plan.duration_s
+        start = _now()
+        cpu_at_start = _cpu_s()
+        if plan.duration_s is not None:
+            for run in runs:
+                run.deadline = start + round(plan.duration_s * 1e9)
         if plan.mode == "max":
             for run in runs:
                 for _ in range(plan.window):
-                    if run.budget_left():
-                        await run.send_next()
+                    if run.can_send(start):
+                        run.send_next(start)
 
             def finished_or_stalled() -> bool:
                 # A server that stops answering (or refuses frames without a ref)
                 # would leave every window full forever: give up after STALL_S.
-                if time.monotonic() - max(counts.last_answer, start) > STALL_S:
+                now = _now()
+                if now - max(counts.last_answer, start) > STALL_S * 1e9:
                     counts.error("bench_stalled")
                     return True
-                return not any(run.budget_left() for run in runs)
+                return not any(run.can_send(now) for run in runs)
 
-            await _wait_until(finished_or_stalled)
+            await wait_until(settled(finished_or_stalled))
         else:
-            await asyncio.gather(*(_rate_sender(run, start) for run in runs))
+            await _pace(runs, plan, start)
         for run in runs:
             run.stop_sending = True
-        sending_done = time.monotonic()
+        sending_done = _now()
+        cpu_at_sending_done = _cpu_s()
         replay_started = sending_done
         if plan.offline:
-            await _wait_until(lambda: not any(run.pending for run in runs), sending_done + 60)
-            replay_started = time.monotonic()
+            await wait_until(settled(lambda: counts.unanswered == 0), time.monotonic() + 60)
+            replay_started = _now()
             await connect_recipients(0)
-        drain_until = time.monotonic() + plan.drain_s
-        await _wait_until(lambda: all(run.complete() for run in runs), drain_until)
-        finished = time.monotonic()
+        await wait_until(
+            settled(lambda: counts.unanswered == 0 and counts.missing == 0),
+            time.monotonic() + plan.drain_s,
+        )
+        finished = _now()
+        cpu_at_finish = _cpu_s()
+        _raise_failures(conns)
     finally:
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        for conn in conns:
-            with contextlib.suppress(Exception):
-                await conn.ws.close()
-    result = _snapshot(counts, final=True)
-    result.update(
-        duplicates=counts.duplicates,
-        redelivered=counts.redelivered,
-        lost=sum(run.lost() for run in runs),
-        unanswered=sum(len(run.pending) for run in runs),
-        errors=counts.errors,
-        ack_ms=counts.ack_ms,
-        deliver_ms=counts.deliver_ms,
-        start=start,
-        sending_done=sending_done,
-        last_ack=counts.last_ack,
-        last_delivery=counts.last_delivery,
-        finished=finished,
-        replay_s=(counts.last_delivery - replay_started) if plan.offline else None,
-        expected_deliveries=sum(len(run.acked) * len(run.received) for run in runs),
-        pid=os.getpid(),
-    )
-    return result
+        await asyncio.gather(
+            *(conn.client.close() for conn in conns if conn.client is not None),
+            return_exceptions=True,
+        )
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "sent": counts.sent,
+        "acked": counts.acked,
+        "delivered": counts.delivered,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "run_cpu_s": cpu_at_finish - cpu_at_start,
+        "sending_cpu_s": cpu_at_sending_done - cpu_at_start,
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "duplicates": counts.duplicates,
+        "redelivered": counts.redelivered,
+        "lost": counts.missing,
+        "unanswered": counts.unanswered,
+        "errors": counts.errors,
+        "ack_ns": counts.ack_ns,
+        "deliver_ns": counts.deliver_ns,
+        "pacing_lag_ns": counts.pacing_lag_ns,
+        "start": start / 1e9,
+        "sending_done": sending_done / 1e9,
+        "last_ack": counts.last_ack / 1e9,
+        "last_delivery": counts.last_delivery / 1e9,
+        "finished": finished / 1e9,
+        "replay_s": (counts.last_delivery - replay_started) / 1e9 if plan.offline else None,
+        "expected_deliveries": sum(run.accepted() * len(run.received) for run in runs),
+        "pid": os.getpid(),
+    }
 
 
-def _install_uvloop() -> None:
+def install_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -362,7 +499,7 @@ def _install_uvloop() -> None:
 def worker_process(plan: WorkerPlan, queue: Any) -> None:
     """Entry point of a generator child process: progress and the result go to ``queue``
     as ``("progress", pid, snapshot)`` and ``("result", pid, result)``."""
-    _install_uvloop()
+    install_uvloop()
     pid = os.getpid()
     try:
         result = asyncio.run(run_worker(plan, lambda snap: queue.put(("progress", pid, snap))))
@@ -370,58 +507,3 @@ def worker_process(plan: WorkerPlan, queue: Any) -> None:
         queue.put(("failed", pid, f"{type(exc).__name__}: {exc}"))
         raise
     queue.put(("result", pid, result))
-
-
-# --- idle connections ------------------------------------------------------------------
-
-
-@attrs.frozen
-class IdlePlan:
-    ws_url: str
-    accounts: tuple[Account, ...]
-    connections: int
-    concurrency: int = 64  # connection attempts at once
-
-
-async def run_idle_worker(
-    plan: IdlePlan, connected: Callable[[int, int], None], release: Any
-) -> None:
-    """Open ``plan.connections`` authenticated connections (round-robin over the
-    accounts), report ``connected(ok, failed)``, hold them until ``release`` is set."""
-    opened: list[ClientConnection] = []
-    failed = 0
-    semaphore = asyncio.Semaphore(plan.concurrency)
-
-    async def one(index: int) -> None:
-        nonlocal failed
-        account = plan.accounts[index % len(plan.accounts)]
-        async with semaphore:
-            try:
-                opened.append(await _open(plan.ws_url, account))
-            except Exception:
-                failed += 1
-
-    try:
-        await asyncio.gather(*(one(i) for i in range(plan.connections)))
-        connected(len(opened), failed)
-        await _wait_until(release.is_set, step=0.1)
-        # Still open? A server that dropped idle sockets would show here.
-        alive = sum(1 for ws in opened if ws.close_code is None)
-        connected(alive, failed)
-    finally:
-        await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
-
-
-def idle_process(plan: IdlePlan, queue: Any, release: Any) -> None:
-    """Child process entry for idle connections: ``("connected", pid, (ok, failed))``
-    twice (after opening, after the hold), then ``("result", pid, usage)``."""
-    _install_uvloop()
-    pid = os.getpid()
-    try:
-        asyncio.run(
-            run_idle_worker(plan, lambda ok, bad: queue.put(("connected", pid, (ok, bad))), release)
-        )
-    except BaseException as exc:
-        queue.put(("failed", pid, f"{type(exc).__name__}: {exc}"))
-        raise
-    queue.put(("result", pid, _snapshot(_Counts(), final=True)))

@@ -1,5 +1,6 @@
 """The server under test: started by the bench (a child process it can read in
-``/proc``) or already running at a URL (read through ``/metrics``' ``process_*``)."""
+``/proc``) or already running at a URL (read through ``/metrics``' ``process_*``),
+and the sampler that reads its usage (and the machine's) during a run."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 
-__all__ = ["ServerProbe", "Usage", "launch_server", "remote_server"]
+__all__ = ["Sampler", "ServerProbe", "Usage", "launch_server", "remote_server"]
+
+SAMPLE_EVERY_S = 0.25
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -71,6 +75,78 @@ class ServerProbe:
                     values[name] = float(value)
         rss = int(values.get("process_resident_memory_bytes", 0))
         return Usage(values.get("process_cpu_seconds_total", 0.0), rss, rss)
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs so far, from ``/proc/stat``; (0, 0) elsewhere."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/stat", encoding="ascii") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        return sum(ticks) - idle, sum(ticks)
+    return 0, 0
+
+
+class _Sample:
+    __slots__ = ("at", "busy_ticks", "server_cpu_s", "total_ticks")
+
+    def __init__(self, at: float, server_cpu_s: float, ticks: tuple[int, int]) -> None:
+        self.at = at
+        self.server_cpu_s = server_cpu_s
+        self.busy_ticks, self.total_ticks = ticks
+
+
+class Sampler:
+    """Reads the server's usage (and the machine's CPU ticks) at the start instant, then
+    every SAMPLE_EVERY_S: the peak RSS, and how busy both were while the generator sent."""
+
+    def __init__(self, probe: ServerProbe, start_at: float) -> None:
+        self.probe = probe
+        self.start_at = start_at
+        self.before: Usage | None = None
+        self.latest: Usage | None = None
+        self.samples: list[_Sample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            usage = self.probe.usage()
+            self.latest = usage
+            if self.before is None:
+                self.before = usage
+            self.samples.append(_Sample(time.monotonic(), usage.cpu_s, _machine_ticks()))
+
+    def _run(self) -> None:
+        self._stop.wait(max(0.0, self.start_at - time.monotonic()))
+        self._read()
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            self._read()
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cpu_since_start(self) -> tuple[float, Usage]:
+        after = self.probe.usage()
+        before = self.before if self.before is not None else after
+        return after.cpu_s - before.cpu_s, after
+
+    def busy_until(self, until: float) -> tuple[float | None, float | None]:
+        """(server, machine) busy fraction from the first sample to the last one taken
+        by ``until``: the server in cores (1.0 = one core), the machine as a share of
+        all its cores. None without two samples in that span."""
+        span = [s for s in self.samples if s.at <= until + SAMPLE_EVERY_S / 2]
+        if len(span) < 2 or span[-1].at <= span[0].at:
+            return None, None
+        first, last = span[0], span[-1]
+        server = (last.server_cpu_s - first.server_cpu_s) / (last.at - first.at)
+        total = last.total_ticks - first.total_ticks
+        machine = (last.busy_ticks - first.busy_ticks) / total if total > 0 else None
+        return round(server, 3), None if machine is None else round(machine, 3)
 
 
 def _free_port() -> int:
