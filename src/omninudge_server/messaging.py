@@ -15,11 +15,10 @@ stream, announce it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -51,6 +50,7 @@ from omninudge_server.wiring import Services
 
 __all__ = [
     "SendOutcome",
+    "known_conversation",
     "load_conversation",
     "mark_read",
     "record_device_ack",
@@ -61,6 +61,8 @@ __all__ = [
 logger = logging.getLogger("omninudge.messaging")
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @attrs.frozen
@@ -78,6 +80,21 @@ async def load_conversation(services: Services, conversation_id: str, user_id: s
     except NotFound:
         raise NotFound("no such conversation") from None
     if not conversation.has(user_id):
+        raise NotFound("no such conversation")
+    return conversation
+
+
+async def known_conversation(
+    services: Services, conversation_id: str, user_id: str
+) -> Conversation:
+    """Like ``load_conversation``, but a PLATFORM conversation comes from the process's
+    cache (``wiring.KnownConversations``) after its first read: use only its ``id``,
+    ``participants`` and ``kind``. Raises NotFound."""
+    conversation = services.known_conversations.get(conversation_id)
+    if conversation is None:
+        conversation = await load_conversation(services, conversation_id, user_id)
+        services.known_conversations.add(conversation)
+    elif not conversation.has(user_id):
         raise NotFound("no such conversation")
     return conversation
 
@@ -102,7 +119,11 @@ async def send_message(
     """Validate, commit, announce. Raises NotFound, Blocked, Forbidden, InvalidFrame,
     DeviceMismatch, RateLimited, Unavailable. ``conversation``: the caller's copy of a
     PLATFORM conversation the sender takes part in (its participants and kind never
-    change), which spares the read."""
+    change), which spares the read.
+
+    A PLATFORM send costs two reads, made at once (the block relation and the devices
+    of both users: neither is cached, so a block or a device registered a moment ago,
+    by any process, counts), and the append."""
     now = services.clock()
     verdict = await services.rate_limiter.hit(
         f"send:{sender_id}",
@@ -119,17 +140,15 @@ async def send_message(
         or conversation.kind is not ConversationKind.PLATFORM
         or not conversation.has(sender_id)
     ):
-        conversation = await load_conversation(services, conversation_id, sender_id)
+        conversation = await known_conversation(services, conversation_id, sender_id)
     recipient_id = conversation.other(sender_id)
     if conversation.kind is ConversationKind.PLATFORM and envelope is not None:
-        # The reads the checks below need, queued at once: one wait instead of three.
+        # The reads the checks below need, queued at once: one wait instead of two.
         # Each result (or error) is used where the sequential code used it, so the
         # checks and the error a client sees keep their order.
-        relation_r, devices_r, recipient_r = await asyncio.gather(
+        relation_r, devices_r = await _side_by_side(
             _block_relation(services, sender_id, recipient_id),
             services.storage.devices.for_users([sender_id, recipient_id]),
-            services.storage.users.get(recipient_id),
-            return_exceptions=True,
         )
         prefetched = True
     else:
@@ -172,7 +191,6 @@ async def send_message(
     if covered != expected:
         raise DeviceMismatch(missing=list(expected - covered), stale=list(covered - expected))
 
-    recipient = _ok(recipient_r) if prefetched else await services.storage.users.get(recipient_id)
     message = Message(
         id=services.new_id(),
         conversation_id=conversation.id,
@@ -183,6 +201,9 @@ async def send_message(
         envelope=envelope,
         text=None,
     )
+    # The recipient's read-receipt setting is not read: the effects of ``accept`` do not
+    # depend on it (the state it returns is dropped; an ack or a read rebuilds it from
+    # the rows with the setting current then). tests/server/test_messaging_batches.py.
     accepted = delivery.accept(
         message_id=message.id,
         conversation_id=conversation.id,
@@ -191,7 +212,6 @@ async def send_message(
         device_ids=recipient_devices,
         reddit_only=False,
         now=now,
-        read_receipts_enabled=recipient.settings.read_receipts,
     )
     records = tuple(
         record
@@ -216,6 +236,29 @@ async def send_message(
     return SendOutcome(appended.message, appended.created)
 
 
+async def _side_by_side(
+    first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]
+) -> tuple[A | BaseException, B | BaseException]:
+    """Run both at once; each result or its error, as ``asyncio.gather(...,
+    return_exceptions=True)`` gives them, but with one task instead of two (it runs
+    for every message)."""
+    task = asyncio.ensure_future(first)
+    second_r: B | BaseException
+    try:
+        second_r = await second
+    except Exception as exc:
+        second_r = exc
+    except BaseException:
+        task.cancel()
+        raise
+    first_r: A | BaseException
+    try:
+        first_r = await task
+    except Exception as exc:
+        first_r = exc
+    return first_r, second_r
+
+
 def _ok(result: T | BaseException) -> T:
     if isinstance(result, BaseException):
         raise result
@@ -223,6 +266,7 @@ def _ok(result: T | BaseException) -> T:
 
 
 async def _announce(hub: Hub, events: Sequence[StreamEvent]) -> None:
+    """One fan-out notice per user, naming the user's newest seq among ``events``."""
     hub.remember(events)  # the connections push these without reading them back
     heads: dict[str, int] = {}
     for event in events:
@@ -231,59 +275,66 @@ async def _announce(hub: Hub, events: Sequence[StreamEvent]) -> None:
         await hub.notify_events(user_id, seq)
 
 
-async def _delivery_state_lookup(
-    services: Services,
-    message: Message,
-    lookups: dict[str, tuple[str, bool, bool]] | None,
-) -> tuple[str, bool, bool]:
-    conversation = await services.storage.conversations.get(message.conversation_id)
-    recipient_id = conversation.other(message.sender_id)
-    recipient = await services.storage.users.get(recipient_id)
-    found = (
-        recipient_id,
-        conversation.kind is ConversationKind.REDDIT,
-        recipient.settings.read_receipts,
-    )
-    if lookups is not None:
-        lookups[message.conversation_id] = found
+async def _conversations(
+    services: Services, messages: Iterable[Message]
+) -> dict[str, Conversation]:
+    """The conversation of each message, by id: PLATFORM ones from the process's cache,
+    the others read once per batch."""
+    found: dict[str, Conversation] = {}
+    for message in messages:
+        conversation_id = message.conversation_id
+        if conversation_id in found:
+            continue
+        conversation = services.known_conversations.get(conversation_id)
+        if conversation is None:
+            conversation = await services.storage.conversations.get(conversation_id)
+            services.known_conversations.add(conversation)
+        found[conversation_id] = conversation
     return found
-
-
-async def _delivery_state(
-    services: Services,
-    message: Message,
-    lookups: dict[str, tuple[str, bool, bool]] | None = None,
-) -> delivery.RecipientDelivery:
-    # ``lookups`` (conversation id -> recipient, reddit-only, read receipts) spares an
-    # ack batch, which is mostly one conversation, the same two reads per message.
-    found = lookups.get(message.conversation_id) if lookups is not None else None
-    if found is None:
-        found = await _delivery_state_lookup(services, message, lookups)
-    recipient_id, reddit_only, read_receipts = found
-    records = await services.storage.messages.deliveries(message.id)
-    return delivery.RecipientDelivery.from_records(
-        message_id=message.id,
-        conversation_id=message.conversation_id,
-        sender_id=message.sender_id,
-        recipient_id=recipient_id,
-        records=records,
-        reddit_only=reddit_only,
-        read_receipts_enabled=read_receipts,
-    )
 
 
 async def _delivery_states(
     services: Services,
     messages: Sequence[Message],
-    lookups: dict[str, tuple[str, bool, bool]],
+    conversations: Mapping[str, Conversation],
+    records: Mapping[str, Sequence[DeliveryRecord]],
+    read_receipts: dict[str, bool],
 ) -> list[delivery.RecipientDelivery]:
-    """The delivery state of each message, in order. The per-conversation lookups come
-    first (one per conversation); the delivery rows are then read all at once, so a
-    batch waits for the store once rather than once per message."""
-    for message in messages:
-        if message.conversation_id not in lookups:
-            await _delivery_state_lookup(services, message, lookups)
-    return list(await asyncio.gather(*(_delivery_state(services, m, lookups) for m in messages)))
+    """The delivery state of each message, in order, from its rows (``records``).
+
+    ``read_receipts`` (recipient -> setting) is completed from the store for the
+    recipients of messages a device has already read: only those can the setting
+    concern (``delivery._receipts_due`` asks for it only when a device is at ``read``,
+    and an ack never moves one there). So an ack batch reads no user unless a message
+    in it was read elsewhere first; tests/server/test_messaging_batches.py holds the
+    machine to that."""
+    recipients = [conversations[m.conversation_id].other(m.sender_id) for m in messages]
+    wanted: set[str] = set()
+    for message, recipient_id in zip(messages, recipients, strict=True):
+        if recipient_id not in read_receipts:
+            for record in records.get(message.id, ()):
+                if record.status is DeliveryStatus.READ:
+                    wanted.add(recipient_id)
+                    break
+    if wanted:
+        users = await services.storage.users.get_many(sorted(wanted))
+        for recipient_id in wanted:
+            if recipient_id not in users:
+                raise NotFound(f"no user {recipient_id}")
+            read_receipts[recipient_id] = users[recipient_id].settings.read_receipts
+    return [
+        delivery.RecipientDelivery.from_records(
+            message_id=message.id,
+            conversation_id=message.conversation_id,
+            sender_id=message.sender_id,
+            recipient_id=recipient_id,
+            records=records.get(message.id, ()),
+            reddit_only=conversations[message.conversation_id].kind is ConversationKind.REDDIT,
+            # Not asked for (no device has read it): the value changes no decision.
+            read_receipts_enabled=read_receipts.get(recipient_id, True),
+        )
+        for message, recipient_id in zip(messages, recipients, strict=True)
+    ]
 
 
 async def _perform(
@@ -291,13 +342,16 @@ async def _perform(
     hub: Hub,
     metrics: Metrics,
     work: Sequence[tuple[Message, Sequence[delivery.DeliveryEffect]]],
+    blocked: dict[tuple[str, str], bool] | None = None,
 ) -> None:
     """Carry out the effects of one or more messages with one write of delivery rows
-    and one append of receipt events (an ack batch costs two writes, not 2 per message)."""
+    and one append of receipt events (an ack batch costs two writes, not 2 per message),
+    then one fan-out notice per user. ``blocked``: (reader, sender) pairs already looked
+    up; others are read here, once per pair."""
     now = services.clock()
     records: list[DeliveryRecord] = []
     receipts: list[NewEvent] = []
-    blocked: dict[tuple[str, str], bool] = {}
+    blocked = {} if blocked is None else blocked
     codec_ = codec.default_codec()
     for message, effects in work:
         for effect in effects:
@@ -335,15 +389,33 @@ async def _perform(
         await _announce(hub, events)
 
 
-@contextlib.asynccontextmanager
-async def _locked(services: Services, message_ids: Sequence[str]) -> AsyncIterator[None]:
-    """Hold the stripes of all ``message_ids``, taken in index order (no deadlock between
-    two batches that share stripes)."""
-    locks = services.delivery_locks
-    async with contextlib.AsyncExitStack() as stack:
-        for index in sorted({hash(m) % len(locks) for m in message_ids}):
-            await stack.enter_async_context(locks[index])
-        yield
+class _Locked:
+    """Holds the lock stripes of some recipients, taken in index order (no deadlock
+    between two batches). Every change of a platform message's delivery rows is made for
+    its recipient (their device acked, they read), so a stripe per recipient serialises
+    each read-modify-write of those rows; a batch, one recipient's, takes one lock."""
+
+    def __init__(self, services: Services, recipient_ids: Iterable[str]) -> None:
+        locks = services.delivery_locks
+        self._locks = [locks[i] for i in sorted({hash(r) % len(locks) for r in recipient_ids})]
+        self._held = 0
+
+    async def __aenter__(self) -> None:
+        try:
+            for lock in self._locks:
+                await lock.acquire()
+                self._held += 1
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._held:
+            self._held -= 1
+            self._locks[self._held].release()
 
 
 async def record_device_ack(
@@ -358,7 +430,11 @@ async def record_device_ack(
     """The device of ``user_id`` acked these stream events: messages from others among
     them are delivered to it. Without a known ``device_id`` the ack counts for every
     tracked device of the user (a user-level receipt is all the sender sees).
-    The whole batch is one write of delivery rows and one append of receipts."""
+
+    The whole batch costs one read of delivery rows, one write of them and one append
+    of receipts (plus a read of a conversation the process has not seen, and of the
+    user when a message in the batch was already read), and one fan-out notice per
+    sender."""
     messages: dict[str, Message] = {}
     for event in events:
         message = event.message
@@ -369,18 +445,22 @@ async def record_device_ack(
         messages.setdefault(message.id, message)
     if not messages:
         return
-    lookups: dict[str, tuple[str, bool, bool]] = {}
+    batch = list(messages.values())
+    conversations = await _conversations(services, batch)
+    recipients = {conversations[m.conversation_id].other(m.sender_id) for m in batch}
     work: list[tuple[Message, Sequence[delivery.DeliveryEffect]]] = []
-    async with _locked(services, list(messages)):
-        for state in await _delivery_states(services, list(messages.values()), lookups):
-            message = messages[state.message_id]
+    async with _Locked(services, recipients):
+        records = await services.storage.messages.deliveries_many(list(messages))
+        states = await _delivery_states(services, batch, conversations, records, {})
+        now = services.clock()
+        for message, state in zip(batch, states, strict=True):
             if device_id is not None and device_id in state.devices:
                 targets = [device_id]
             else:
                 targets = list(state.devices)
             effects: list[delivery.DeliveryEffect] = []
             for target in targets:
-                decision = delivery.handle(state, delivery.DeviceAcked(target), services.clock())
+                decision = delivery.handle(state, delivery.DeviceAcked(target), now)
                 state = decision.state
                 effects.extend(decision.effects)
             if effects:
@@ -398,25 +478,46 @@ async def mark_read(
     up_to: str,
 ) -> None:
     """Move the reader's mark to ``up_to`` and emit read receipts (if the reader has
-    them enabled). Raises NotFound."""
-    conversation = await load_conversation(services, conversation_id, user_id)
+    them enabled). Raises NotFound.
+
+    Costs the reader's read and the mark's write, then, if it covered new messages,
+    one read of their delivery rows (with the block relation beside it when read
+    receipts are on), one write of them and one append of receipts."""
+    conversation = await known_conversation(services, conversation_id, user_id)
+    # Read before the mark moves: a failure here leaves nothing half-done.
     reader = await services.storage.users.get(user_id)
+    enabled = reader.settings.read_receipts
     newly_read = await services.storage.messages.mark_read(conversation.id, user_id, up_to)
     if not newly_read:
         return
-    lookups: dict[str, tuple[str, bool, bool]] = {}
+    other_id = conversation.other(user_id)
+    pair = (user_id, other_id)
+    blocked: dict[tuple[str, str], bool] = {}
     work: list[tuple[Message, Sequence[delivery.DeliveryEffect]]] = []
-    async with _locked(services, [m.id for m in newly_read]):
-        states = await _delivery_states(services, newly_read, lookups)
-        for message, state in zip(newly_read, states, strict=True):
-            event = delivery.ReadByRecipient(
-                device_id=None, read_receipts_enabled=reader.settings.read_receipts
+    async with _Locked(services, [user_id]):
+        message_ids = [m.id for m in newly_read]
+        if enabled:
+            # A read receipt is not sent across a block (``_perform``): ask at once.
+            records_r, relation_r = await _side_by_side(
+                services.storage.messages.deliveries_many(message_ids),
+                _block_relation(services, *pair),
             )
+            records = _ok(records_r)
+            blocked[pair] = blocking.blocked_between(_ok(relation_r), *pair)
+        else:
+            records = await services.storage.messages.deliveries_many(message_ids)
+        conversations = {conversation.id: conversation}
+        states = await _delivery_states(
+            services, newly_read, conversations, records, {user_id: enabled}
+        )
+        now = services.clock()
+        event = delivery.ReadByRecipient(device_id=None, read_receipts_enabled=enabled)
+        for message, state in zip(newly_read, states, strict=True):
             if not state.devices:
                 continue  # the reader had no device when it was sent: nothing to track
-            decision = delivery.handle(state, event, services.clock())
+            decision = delivery.handle(state, event, now)
             work.append((message, decision.effects))
-        await _perform(services, hub, metrics, work)
+        await _perform(services, hub, metrics, work, blocked)
 
 
 def viewer_status(

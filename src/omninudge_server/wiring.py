@@ -16,6 +16,7 @@ from typing import cast
 
 import attrs
 
+from omninudge_core.models import Conversation, ConversationKind
 from omninudge_core.ports import FanOut, Presence, RateLimiter, Revocations, Storage
 from omninudge_server.auth import TokenService, load_or_create_secret
 from omninudge_server.config import Settings
@@ -23,7 +24,15 @@ from omninudge_server.media import MediaBackends, open_media
 from omninudge_server.reddit_feature import RedditFeature, open_reddit
 from omninudge_server.shared_state import SharedState, open_shared_state
 
-__all__ = ["Services", "migrate", "open_services", "open_storage", "preflight", "utcnow"]
+__all__ = [
+    "KnownConversations",
+    "Services",
+    "migrate",
+    "open_services",
+    "open_storage",
+    "preflight",
+    "utcnow",
+]
 
 logger = logging.getLogger("omninudge.server")
 
@@ -36,6 +45,30 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """Random, URL-safe, 128-bit ids for users, conversations and messages."""
     return secrets.token_hex(16)
+
+
+class KnownConversations:
+    """PLATFORM conversations this process has read, by id, so that the send, ack and
+    read paths need not read them again. Safe without invalidation: no port changes a
+    conversation's participants or kind. Its other fields (``last_message_at``,
+    ``upgrade_state``) do change, so only ``id``, ``participants`` and ``kind`` of an
+    entry may be used. Bounded: when full, the oldest quarter is dropped."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._by_id: dict[str, Conversation] = {}
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        return self._by_id.get(conversation_id)
+
+    def add(self, conversation: Conversation) -> None:
+        if conversation.kind is not ConversationKind.PLATFORM:
+            return
+        if len(self._by_id) >= self._limit:
+            # dicts keep insertion order: drop the oldest quarter at once.
+            for conversation_id in list(self._by_id)[: max(1, self._limit // 4)]:
+                del self._by_id[conversation_id]
+        self._by_id[conversation.id] = conversation
 
 
 @attrs.define
@@ -55,6 +88,7 @@ class Services:
     delivery_locks: list[asyncio.Lock] = attrs.field(
         factory=lambda: [asyncio.Lock() for _ in range(64)]
     )
+    known_conversations: KnownConversations = attrs.field(factory=KnownConversations)
     # Presence, revocations, limits, cache and fan-out: in process or in Redis.
     shared: SharedState | None = None
     reddit: RedditFeature | None = None  # None: no Reddit app configured
