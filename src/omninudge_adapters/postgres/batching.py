@@ -172,6 +172,8 @@ class StatementBatcher:
         if len(batch) == 1:
             await self._run_alone(batch[0])
             return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             results = await self._pipelined(batch)
         except _Rejected:
@@ -180,14 +182,24 @@ class StatementBatcher:
                 await self._run_alone(queued)
             return
         except PortError as exc:
-            if self._transactional:
+            if self._transactional or loop.time() - started > _STALE_FAILURE_S:
+                # A write may not be repeated; a read that failed slowly (no connection
+                # to be had: the database is down) must not make its callers wait twice.
                 for queued in batch:
                     if not queued.future.done():
                         queued.future.set_exception(exc)
                 return
-            for queued in batch:  # reads are safe to repeat (on a fresh connection)
-                await self._run_alone(queued)
-            return
+            try:  # a connection that died while idle fails at once: once more, fresh
+                results = await self._pipelined(batch)
+            except _Rejected:
+                for queued in batch:
+                    await self._run_alone(queued)
+                return
+            except PortError as again:
+                for queued in batch:
+                    if not queued.future.done():
+                        queued.future.set_exception(again)
+                return
         for queued, rows in zip(batch, results, strict=True):
             if not queued.future.done():
                 queued.future.set_result(rows)
@@ -260,6 +272,10 @@ class StatementBatcher:
                 grouped[index] = _by_first_column(results[index])
             answers.append(queued.mine(grouped[index]))
         return answers
+
+
+# A read batch that failed faster than this met a dead idle connection (see _run).
+_STALE_FAILURE_S = 0.5
 
 
 def _by_first_column(rows: Rows) -> dict[Any, Rows]:
