@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -179,7 +180,10 @@ def launch_server(
         ]
         if not group_commit:
             command.append("--no-group-commit")
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        env = dict(os.environ)
+        # A throwaway server signs throwaway tokens: PostgreSQL mode requires a secret.
+        env.setdefault("OMNINUDGE_JWT_SECRET", secrets.token_urlsafe(48))
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, env=env)
         try:
             base_url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + startup_s
