@@ -3,11 +3,13 @@
 Runs, each against a fresh server the bench starts itself:
   SQLite (embedded default): pairs with group commit, pairs without, latency at a fixed
   rate, fanout, offline replay, idle connections;
-  PostgreSQL (with --pg, a throwaway database): pairs with and without group commit.
+  PostgreSQL (with --pg, a throwaway database; with --redis, fan-out and presence in that
+  Redis too, as a multi-process deployment runs): pairs with and without group commit,
+  latency at the fixed rate.
 then ``bench_ceilings`` (transport and storage) on the same machine.
 
     python benchmarks/bench_e2e.py [--seconds 5] [--pairs 64] [--idle 2000] [--pg URL]
-                                   [--processes 1] [--out .bench/bench_e2e.json]
+                                   [--redis URL] [--processes 1] [--out .bench/bench_e2e.json]
 
 Bounded: about 2 minutes with the defaults. The targets need --idle 10000 and
 --offline 10000 (the defaults are smaller to keep ``nox -s bench`` short).
@@ -45,6 +47,9 @@ KEYS = (
     "server_rss_per_connection_bytes",
     "opened",
     "connect_s",
+    "busy_while_sending",
+    "saturated",
+    "pacing_lag_ms",
 )
 
 
@@ -69,6 +74,7 @@ def main() -> int:
     parser.add_argument("--offline", type=int, default=2000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--pg", default=os.environ.get("OMNINUDGE_BENCH_PG"))
+    parser.add_argument("--redis", default=os.environ.get("OMNINUDGE_BENCH_REDIS"))
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -111,16 +117,24 @@ def main() -> int:
             f"postgresql://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}"
             f":{info.get('port', 5432)}/{name}"
         )
-        os.environ.setdefault("OMNINUDGE_JWT_SECRET", "bench-secret-" + "x" * 32)
+        if args.redis:
+            os.environ["REDIS_URL"] = args.redis
+        label = "postgres + redis" if args.redis else "postgres"
         try:
-            _run("postgres pairs", BenchOptions(scenario="pairs", **pairs, **common), results)
+            _run(f"{label} pairs", BenchOptions(scenario="pairs", **pairs, **common), results)
             _run(
-                "postgres pairs, no group commit",
+                f"{label} pairs, no group commit",
                 BenchOptions(scenario="pairs", group_commit=False, **pairs, **common),
+                results,
+            )
+            _run(
+                f"{label} latency at {args.rate:g} msg/s",
+                BenchOptions(scenario="latency", rate=args.rate, duration_s=args.seconds, **common),
                 results,
             )
         finally:
             del os.environ["DATABASE_URL"]
+            os.environ.pop("REDIS_URL", None)
             with psycopg.connect(args.pg, autocommit=True) as admin:
                 admin.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

@@ -41,6 +41,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from omninudge_adapters.redis.batching import ScriptBatcher
 from omninudge_adapters.redis.clock import LUA_NOW_MS
 from omninudge_adapters.redis.errors import UNREACHABLE, map_errors
 from omninudge_adapters.redis.keys import RedisKeys
@@ -142,6 +143,7 @@ class RedisFanOut:
         self._backoff_s = backoff_s
         self._register_script = client.register_script(_REGISTER)
         self._publish_script = client.register_script(_PUBLISH)
+        self._publishes = ScriptBatcher(client)  # concurrent publishes share a round trip
         self._ids = itertools.count(1)
         self._listeners: dict[str, dict[int, Listener]] = {}
         # Striped locks order a user's route add/remove without serialising all users.
@@ -179,7 +181,8 @@ class RedisFanOut:
     async def publish(self, user_id: str, payload: bytes) -> None:
         """Send ``payload`` to every instance holding ``user_id``. Raises Unavailable."""
         with map_errors("fan-out publish"):
-            await self._publish_script(
+            await self._publishes.call(
+                self._publish_script,
                 keys=[self._keys.routes(user_id)],
                 args=[self._keys.instance_channel(""), encode_frame(user_id, payload)],
             )
@@ -264,7 +267,7 @@ class RedisFanOut:
             finally:
                 self._ready.clear()
                 with contextlib.suppress(*UNREACHABLE, RedisError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._backoff_s[1])
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from omninudge_adapters.redis.batching import ScriptBatcher
 from omninudge_adapters.redis.clock import LUA_NOW_S
 from omninudge_adapters.redis.errors import map_errors
 from omninudge_adapters.redis.keys import RedisKeys
@@ -79,6 +80,7 @@ class RedisRateLimiter:
     def __init__(self, client: Redis, keys: RedisKeys) -> None:
         self._keys = keys
         self._take = client.register_script(_TAKE)
+        self._batcher = ScriptBatcher(client)  # concurrent hits share a round trip
 
     async def hit(
         self, key: str, *, rate_per_s: float, burst: float, cost: float = 1.0
@@ -89,7 +91,8 @@ class RedisRateLimiter:
         """
         take(None, _EPOCH, rate_per_s, burst, cost)  # the policy's own argument checks
         with map_errors("rate limit"):
-            allowed, wait, remaining = await self._take(
+            allowed, wait, remaining = await self._batcher.call(
+                self._take,
                 keys=[self._keys.rate_limit(key)],
                 args=[repr(float(rate_per_s)), repr(float(burst)), repr(float(cost)), TOLERANCE],
             )
