@@ -97,6 +97,7 @@ __all__ = [
     "encode",
     "encode_server_frame",
     "envelope_size",
+    "format_instant",
     "make_converter",
     "structure_client_frame",
     "unstructure",
@@ -201,7 +202,8 @@ def _structure_datetime(value: Any, _: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _unstructure_datetime(value: datetime) -> str:
+def format_instant(value: datetime) -> str:
+    """An instant as it goes on the wire (module doc): what the converters write."""
     if value.tzinfo is not None and value.utcoffset():
         value = value.astimezone(UTC)
     return value.isoformat(timespec="milliseconds")[:23] + "Z"
@@ -253,7 +255,7 @@ def make_converter(*, detailed: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(int, _structure_int)
     conv.register_structure_hook(bool, _structure_bool)
     conv.register_structure_hook(datetime, _structure_datetime)
-    conv.register_unstructure_hook(datetime, _unstructure_datetime)
+    conv.register_unstructure_hook(datetime, format_instant)
     conv.register_structure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, enum.Enum), _structure_enum
     )

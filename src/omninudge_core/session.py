@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar, overload
 
 import attrs
 
@@ -377,10 +377,20 @@ def _admit(state: _Authenticating, now: datetime) -> tuple[_Authenticating, Sess
     budget = state.budget.take(state.limits, now)
     if budget.strikes > 1:
         return state, _close(CLOSE_POLICY_VIOLATION, "too many frames")
-    new = attrs.evolve(state, budget=budget)
+    new = _charged(state, budget)
     if budget.strikes == 1:
         return new, _stay(new, SendError("rate_limited", "too many frames; slow down"))
     return new, None
+
+
+@overload
+def _charged(state: AwaitingAuth, budget: FrameBudget) -> AwaitingAuth: ...
+@overload
+def _charged(state: Open, budget: FrameBudget) -> Open: ...
+def _charged(state: AwaitingAuth | Open, budget: FrameBudget) -> AwaitingAuth | Open:
+    if isinstance(state, Open):  # every client frame of an open session comes here
+        return _open_with(state, state.acked_seq, state.pushed_seq, state.available_seq, budget)
+    return attrs.evolve(state, budget=budget)
 
 
 def _frame_before_auth(state: AwaitingAuth, event: FrameReceived, now: datetime) -> SessionDecision:
@@ -448,10 +458,42 @@ def _disconnected(
 
 def _fill_window(state: Open) -> tuple[Open, tuple[SessionEffect, ...]]:
     """Push as far as both the stream and the in-flight window allow."""
-    target = min(state.available_seq, state.acked_seq + state.limits.max_in_flight)
+    return _moved(state, state.acked_seq, state.available_seq)
+
+
+def _moved(
+    state: Open, acked_seq: int, available_seq: int
+) -> tuple[Open, tuple[SessionEffect, ...]]:
+    """``state`` with these stream positions, pushing as far as the window allows:
+    ``_fill_window(evolve(state, acked_seq=..., available_seq=...))`` with one new
+    state instead of two (the hot inputs, acks and new events, come through here)."""
+    target = min(available_seq, acked_seq + state.limits.max_in_flight)
     if target <= state.pushed_seq:
-        return state, ()
-    return attrs.evolve(state, pushed_seq=target), (PushRange(state.pushed_seq, target),)
+        if acked_seq == state.acked_seq and available_seq == state.available_seq:
+            return state, ()
+        return _open_with(state, acked_seq, state.pushed_seq, available_seq, state.budget), ()
+    new = _open_with(state, acked_seq, target, available_seq, state.budget)
+    return new, (PushRange(state.pushed_seq, target),)
+
+
+def _open_with(
+    state: Open, acked_seq: int, pushed_seq: int, available_seq: int, budget: FrameBudget
+) -> Open:
+    # attrs.evolve, spelled out: it looks every field up by name, which costs several
+    # times this on the per-frame path.
+    return Open(
+        state.limits,
+        state.user_id,
+        state.resume_from,
+        acked_seq,
+        pushed_seq,
+        available_seq,
+        state.next_ping_at,
+        budget,
+        state.awaiting_pong,
+        state.missed_pongs,
+        state.typing,
+    )
 
 
 def _frame_open(state: Open, event: FrameReceived, now: datetime) -> SessionDecision:
@@ -466,8 +508,8 @@ def _frame_open(state: Open, event: FrameReceived, now: datetime) -> SessionDeci
 def _events_available(state: Open, event: EventsAvailable, now: datetime) -> SessionDecision:
     if event.up_to_seq <= state.available_seq:
         return _stay(state)
-    new, push = _fill_window(attrs.evolve(state, available_seq=event.up_to_seq))
-    return _stay(new, *push)
+    new, push = _moved(state, state.acked_seq, event.up_to_seq)
+    return Decision(new, push)
 
 
 def _ack(state: Open, event: AckReceived, now: datetime) -> SessionDecision:
@@ -478,8 +520,8 @@ def _ack(state: Open, event: AckReceived, now: datetime) -> SessionDecision:
     if event.seq <= state.acked_seq:
         return _stay(state)  # acks never move backwards; a duplicate is harmless
     record = RecordAck(state.user_id, state.acked_seq, event.seq)
-    new, push = _fill_window(attrs.evolve(state, acked_seq=event.seq))
-    return _stay(new, record, *push)
+    new, push = _moved(state, event.seq, state.available_seq)
+    return Decision(new, (record, *push))
 
 
 def _pong(state: Open, event: PongReceived, now: datetime) -> SessionDecision:
