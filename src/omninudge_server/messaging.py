@@ -382,9 +382,17 @@ async def _perform(
                     NewEvent(user_id=effect.to, kind=EventKind.RECEIPT, payload=payload)
                 )
             # PushToDevice / relay effects do not arise from acks and reads.
-    if records:
+    if records and receipts:
+        # Issued together so that they share one group commit (one fsync, one round
+        # trip); both commit or neither does, short of a store refusing one of them.
+        _, events = await asyncio.gather(
+            services.storage.messages.set_deliveries(records),
+            services.storage.events.append(receipts),
+        )
+        await _announce(hub, events)
+    elif records:
         await services.storage.messages.set_deliveries(records)
-    if receipts:
+    elif receipts:
         events = await services.storage.events.append(receipts)
         await _announce(hub, events)
 
