@@ -174,17 +174,20 @@ class RecipientDelivery:
             if r.message_id == message_id and r.recipient_id == recipient_id
         }
         route = Route.REDDIT if reddit_only else Route.PLATFORM
-        state = cls(
+        _, receipts_sent = _receipts_due_for(
+            route, devices.values(), frozenset(), read_receipts_enabled
+        )
+        return cls(
             message_id=message_id,
             conversation_id=conversation_id,
             sender_id=sender_id,
             recipient_id=recipient_id,
             route=route,
             devices=devices,
+            receipts_sent=receipts_sent,
             read_receipts_enabled=read_receipts_enabled,
             reddit_fullname=reddit_fullname,
         )
-        return attrs.evolve(state, receipts_sent=_receipts_due(state)[1])
 
 
 def overall_status(state: RecipientDelivery) -> DeliveryStatus:
@@ -493,11 +496,21 @@ def _receipts_due(
     state: RecipientDelivery,
 ) -> tuple[DeliveryStatus | None, frozenset[DeliveryStatus]]:
     """The receipt to send now (if any) and ``receipts_sent`` after sending it."""
-    if state.route is not Route.PLATFORM:
-        return None, state.receipts_sent
-    statuses = set(state.devices.values())
-    sent = state.receipts_sent
-    if _R in statuses and state.read_receipts_enabled and _R not in sent:
+    return _receipts_due_for(
+        state.route, state.devices.values(), state.receipts_sent, state.read_receipts_enabled
+    )
+
+
+def _receipts_due_for(
+    route: Route,
+    device_statuses: Iterable[DeliveryStatus],
+    sent: frozenset[DeliveryStatus],
+    read_receipts_enabled: bool,
+) -> tuple[DeliveryStatus | None, frozenset[DeliveryStatus]]:
+    if route is not Route.PLATFORM:
+        return None, sent
+    statuses = set(device_statuses)
+    if _R in statuses and read_receipts_enabled and _R not in sent:
         # Read covers delivered: a delivered receipt must never follow a read one.
         return _R, sent | {_R, _D}
     if (_R in statuses or _D in statuses) and _D not in sent:
