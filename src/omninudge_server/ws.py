@@ -29,7 +29,8 @@ from omninudge_server.errors import ws_error_frame
 from omninudge_server.metrics import Metrics
 from omninudge_server.realtime import Hub
 from omninudge_server.wiring import Services
-from omninudge_server.ws_connection import WsConnection, dumps
+from omninudge_server.ws_connection import WsConnection
+from omninudge_server.ws_json import dumps
 
 __all__ = ["routes", "websocket_endpoint"]
 

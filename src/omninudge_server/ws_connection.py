@@ -1,14 +1,12 @@
 """One WebSocket connection driven by the core session machine (see ``ws`` for the
 rules). Everything that can change the session goes through ONE queue and ONE loop.
 
-Per-frame costs are kept off the hot path: the loop sleeps on one future (woken by
-whoever queues an item) with one timer per session deadline, instead of a
-``wait_for`` task and timer per item; a send is watched by one timer per connection
-(``_SendWatchdog``) instead of an ``asyncio.timeout`` per frame; stream
-announcements that arrive while one is queued fold into it (one ``EventsAvailable``,
-one push for all); acks are recorded by one task at a time, which takes every ack
-that came meanwhile as one batch; ``message``, ``sent`` and ``receipt`` frames are
-encoded by ``frames.encode_event``/``encode_sent``.
+Per-frame costs are kept off the hot path: the loop sleeps on one future with one
+timer per session deadline, and stream announcements fold into one (``ws_inbox``);
+a send is watched by one timer per connection (``ws_socket``); acks are recorded by
+one task at a time, in batches (``ws_acks``); client frames are decoded with orjson
+(``ws_json``); ``message``, ``sent`` and ``receipt`` frames are encoded by
+``frames.encode_event``/``encode_sent``.
 """
 
 from __future__ import annotations
@@ -18,10 +16,9 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from omninudge_core import codec, session, wire
@@ -45,102 +42,16 @@ from omninudge_server.frames import encode_event, encode_frame, encode_sent
 from omninudge_server.metrics import Metrics
 from omninudge_server.realtime import Hub
 from omninudge_server.wiring import Services
+from omninudge_server.ws_acks import AckRecorder
+from omninudge_server.ws_inbox import Gone, Inbox, Item, Notice
+from omninudge_server.ws_json import decode_client_frame, dumps
+from omninudge_server.ws_socket import SlowConsumer, SocketIO
 
-__all__ = ["WsConnection", "dumps"]
+__all__ = ["WsConnection"]
 
 logger = logging.getLogger("omninudge.ws")
 
-QUEUE_SIZE = 256  # client frames waiting for the loop; the reader blocks beyond it
 PUSH_PAGE = 100
-ACK_BATCH = 512  # acked messages recorded in one call, at most
-
-
-class _Frame:
-    __slots__ = ("data",)
-
-    def __init__(self, data: str | bytes) -> None:
-        self.data = data
-
-
-class _Notice:
-    __slots__ = ("notice",)
-
-    def __init__(self, notice: Mapping[str, Any]) -> None:
-        self.notice = notice
-
-
-class _Gone:
-    __slots__ = ("code",)
-
-    def __init__(self, code: int) -> None:
-        self.code = code
-
-
-_Item = _Frame | _Notice | _Gone
-
-# Stands in the queue for every stream announcement not yet fed (``announced_up_to``).
-_ANNOUNCED = _Notice({"k": "events"})
-
-
-class _SlowConsumer(Exception):
-    """The socket stayed unwritable for ``ws_send_timeout_s``: the peer stopped reading."""
-
-
-class _SendWatchdog:
-    """Cancels the connection's task when one send has waited ``limit`` seconds.
-
-    One timer per connection, armed by the first send after it last fired, rather
-    than one per frame: a send normally completes at once (uvicorn only waits while
-    the transport is paused), so when the timer fires it usually finds no send in
-    progress and simply lapses. ``expired`` tells the sender that the cancellation
-    was ours, as ``asyncio.timeout`` does with ``uncancel``.
-    """
-
-    __slots__ = ("_baseline", "_handle", "_limit", "_loop", "_task", "expired", "since")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
-        self._loop = loop
-        self._limit = limit
-        self._task: asyncio.Task[Any] | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        self._baseline = 0
-        self.since: float | None = None  # loop time at which the pending send began
-        self.expired = False
-
-    def begin(self) -> None:
-        self.since = self._loop.time()
-        if self._handle is None:
-            # The task to cancel: the one sending (only the connection's loop sends).
-            self._task = asyncio.current_task()
-            self._handle = self._loop.call_at(self.since + self._limit, self._check)
-
-    def end(self) -> None:
-        self.since = None
-
-    def owns_cancellation(self) -> bool:
-        """After a CancelledError in a send: True (and the cancel undone) when it
-        was this watchdog's and nobody else cancelled the task too."""
-        if not self.expired or self._task is None:
-            return False
-        self.expired = False
-        return self._task.uncancel() <= self._baseline
-
-    def _check(self) -> None:
-        self._handle = None
-        if self.since is None or self._task is None:
-            return  # no send in progress: the next one re-arms
-        due = self.since + self._limit
-        if self._loop.time() < due:
-            self._handle = self._loop.call_at(due, self._check)
-            return
-        self.expired = True
-        self._baseline = self._task.cancelling()
-        self._task.cancel()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
 
 
 class WsConnection:
@@ -163,74 +74,39 @@ class WsConnection:
             frame_burst=settings.ws_frame_burst,
         )
         self.state: session.SessionState = session.New(self.limits)
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=QUEUE_SIZE)
-        self.deadline = services.clock()
+        self._loop = asyncio.get_running_loop()  # built by the endpoint, in its loop
+        self.inbox = Inbox(self._loop, services.clock)
+        self._socket = SocketIO(websocket, self._loop, settings.ws_send_timeout_s, metrics)
         self.principal: Principal | None = None
         self.device_id: str | None = None
         self.attached = False
         # Messages from others pushed and not yet acked, for the delivery machine
         # (seq -> event); an ack of the user's own messages records nothing.
         self.unacked: dict[int, StreamEvent] = {}
-        # Acked, not yet recorded: the recorder task takes them in order, in batches.
-        self._acked: list[StreamEvent] = []
-        # The highest stream seq announced and not yet fed to the session. Announcements
-        # fold into one: at most one marker (_ANNOUNCED) waits for them in the queue, and
-        # when the queue was full the loop takes them on its next turn.
-        self.announced_up_to = 0
-        self._announcement_queued = False
+        self._acks = AckRecorder(services, hub, metrics)
         self.participants: dict[str, tuple[str, str]] = {}
         # PLATFORM conversations this user sent to (participants and kind never change).
         self.conversations: dict[str, Conversation] = {}
-        self._frames_in = metrics.ws_frames.labels(direction="in")
-        self._frames_out = metrics.ws_frames.labels(direction="out")
         self._current: wire.ClientFrame = wire.PingFrame()  # the frame being processed
-        self.going_away = False  # the server is shutting down (Hub.going_away)
-        self._acks: asyncio.Task[None] | None = None  # records self._acked until empty
-        self._waiter: asyncio.Future[None] | None = None  # the loop, waiting for an item
-        self._timer: asyncio.TimerHandle | None = None  # wakes the loop at self.deadline
-        self._timer_for: datetime | None = None  # the deadline _timer was armed for
-        self._loop = asyncio.get_running_loop()  # built by the endpoint, in its loop
-        self._watchdog = _SendWatchdog(self._loop, settings.ws_send_timeout_s)
 
     # --- the hub's listener interface ------------------------------------------------------
 
     def on_notice(self, notice: Mapping[str, Any]) -> None:
-        kind = notice.get("k")
-        if kind == "events":
-            up_to = notice.get("up_to")
-            if isinstance(up_to, int):
-                self.announced_up_to = max(self.announced_up_to, up_to)
-                if not self._announcement_queued:
-                    with contextlib.suppress(asyncio.QueueFull):
-                        self.queue.put_nowait(_ANNOUNCED)
-                        self._announcement_queued = True
-                self._wake()
-            return
-        if kind == "shutdown":
-            self.going_away = True  # seen by _next_item even when the queue is full
-        with contextlib.suppress(asyncio.QueueFull):
-            # An ephemeral frame (typing, presence) may be dropped under pressure.
-            self.queue.put_nowait(_Notice(notice))
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self.inbox.on_notice(notice)
 
     # --- the loop --------------------------------------------------------------------------
 
     async def run(self, *, cookie_principal: Principal | None, resume_from: int | None) -> None:
-        reader = asyncio.create_task(self._read())
+        reader = asyncio.create_task(self._socket.read_into(self.inbox))
         self.metrics.connections.inc()
         try:
             await self._feed(session.Connected())
             if cookie_principal is not None:
                 await self._authenticated(cookie_principal, resume_from)
             while not isinstance(self.state, session.Closed):
-                item = await self._next_item()
+                item = await self.inbox.next_item()
                 await self._handle_item(item)
-        except _SlowConsumer:
+        except SlowConsumer:
             # Bounded memory: we stop producing. The close frame follows the backlog
             # once the peer reads again (or the transport's ping timeout drops it).
             self.state = session.Closed(CLOSE_SLOW_CONSUMER, "slow consumer")
@@ -250,75 +126,12 @@ class WsConnection:
             self.metrics.connections.dec()
             await self._teardown()
 
-    async def _next_item(self) -> _Item | None:
-        """The next item for the loop, or None when the session's deadline is due
-        (a due deadline goes before queued items)."""
-        while True:
-            if self.going_away:
-                return _Notice({"k": "shutdown"})
-            if self.announced_up_to and not self._announcement_queued:
-                return self._take_announced()  # the queue was full when they came
-            now = self.services.clock()
-            if now >= self.deadline:
-                return None
-            if not self.queue.empty():
-                item = self.queue.get_nowait()
-                if item is _ANNOUNCED:
-                    self._announcement_queued = False
-                    return self._take_announced()
-                return item
-            await self._sleep(now)
-
-    def _take_announced(self) -> _Notice:
-        up_to, self.announced_up_to = self.announced_up_to, 0
-        return _Notice({"k": "events", "up_to": up_to})
-
-    async def _sleep(self, now: datetime) -> None:
-        """Wait until an item is queued (``_wake``) or the deadline's timer fires."""
-        loop = self._loop
-        if self._timer is None or self._timer_for != self.deadline:
-            # One timer per deadline (they move every ping interval), not one per item.
-            if self._timer is not None:
-                self._timer.cancel()
-            delay = (self.deadline - now).total_seconds()
-            self._timer = loop.call_later(delay, self._on_timer)
-            self._timer_for = self.deadline
-        self._waiter = loop.create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._wake()
-
-    async def _read(self) -> None:
-        try:
-            while True:
-                message = await self.websocket.receive()
-                kind = message["type"]
-                if kind == "websocket.disconnect":
-                    await self._put(_Gone(int(message.get("code") or 1000)))
-                    return
-                data = message.get("text")
-                if data is None:
-                    data = message.get("bytes") or b""
-                self._frames_in.inc()
-                await self._put(_Frame(data))
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            await self._put(_Gone(1006))
-
-    async def _put(self, item: _Item) -> None:
-        await self.queue.put(item)  # waits while the queue is full (backpressure)
-        self._wake()
-
-    async def _handle_item(self, item: _Item | None) -> None:
+    async def _handle_item(self, item: Item | None) -> None:
         if item is None:
             await self._feed(session.Tick())
-        elif isinstance(item, _Gone):
+        elif isinstance(item, Gone):
             await self._feed(session.Disconnected(item.code))
-        elif isinstance(item, _Notice):
+        elif isinstance(item, Notice):
             await self._on_notice(item.notice)
         else:
             await self._on_frame(item.data)
@@ -334,7 +147,7 @@ class WsConnection:
         elif notice.get("k") == "frame" and isinstance(self.state, session.Open):
             frame = notice.get("frame")
             if isinstance(frame, dict):
-                await self._send_text(dumps(frame))
+                await self._socket.send_text(dumps(frame))
 
     # --- client frames ---------------------------------------------------------------------
 
@@ -374,7 +187,7 @@ class WsConnection:
                 await self._send_error_code(effect.code, effect.message)
                 answered = True
         if not answered:
-            await self._send_text(dumps(ws_error_frame(exc)))
+            await self._socket.send_text(dumps(ws_error_frame(exc)))
 
     async def _process(self, frame: wire.ClientFrame) -> None:
         """Act on a frame the session admitted (``ProcessFrame``)."""
@@ -411,7 +224,7 @@ class WsConnection:
                         f"{frame.TYPE} is not available on this server yet", code="unsupported"
                     )
         except OmniNudgeError as exc:
-            await self._send_text(dumps(ws_error_frame(exc, ref)))
+            await self._socket.send_text(dumps(ws_error_frame(exc, ref)))
 
     async def _on_auth(self, frame: wire.AuthFrame) -> None:
         try:
@@ -469,7 +282,7 @@ class WsConnection:
             else None
         )
         status = messaging.viewer_status(outcome.message, self.principal.user_id, records)
-        await self._send_text(encode_sent(frame.client_msg_id, outcome.message, status))
+        await self._socket.send_text(encode_sent(frame.client_msg_id, outcome.message, status))
 
     async def _on_read(self, frame: wire.ReadFrame) -> None:
         assert self.principal is not None
@@ -513,12 +326,8 @@ class WsConnection:
                     self.unacked.pop(s) for s in range(after + 1, up_to + 1) if s in self.unacked
                 ]
                 if acked:
-                    # Recorded off the loop, in ack order: the loop goes on pushing while
-                    # the delivery rows and receipts wait for the writer. One task at a
-                    # time, which takes every ack that came meanwhile as one batch.
-                    self._acked.extend(acked)
-                    if self._acks is None or self._acks.done():
-                        self._acks = asyncio.create_task(self._record_acks(user_id))
+                    # Recorded off the loop (ws_acks): the loop goes on pushing.
+                    self._acks.record(user_id, self.device_id, acked)
             case session.ProcessFrame():
                 await self._process(self._current)
             case session.SendPing():
@@ -541,25 +350,7 @@ class WsConnection:
             case session.Close(code=code, reason=reason):
                 await self._close(code, reason)
             case session.WakeAt(deadline=deadline):
-                self.deadline = deadline
-
-    async def _record_acks(self, user_id: str) -> None:
-        while self._acked:
-            batch = self._acked[:ACK_BATCH]
-            del self._acked[:ACK_BATCH]
-            try:
-                await messaging.record_device_ack(
-                    self.services,
-                    self.hub,
-                    self.metrics,
-                    user_id=user_id,
-                    device_id=self.device_id,
-                    events=batch,
-                )
-            except Exception:
-                # The client's stream position is already saved by its ack; a receipt it
-                # could not cause is logged, as a failed fan-out would be.
-                logger.warning("recording an ack of %s failed", user_id, exc_info=True)
+                self.inbox.deadline = deadline
 
     async def _credentials_dead(self, principal: Principal) -> bool:
         if principal.expires_at <= self.services.clock():
@@ -578,7 +369,7 @@ class WsConnection:
                     self.unacked[event.seq] = event
                 text = encode_event(event)
                 if text is not None:
-                    await self._send_text(text)
+                    await self._socket.send_text(text)
             return
         while cursor < up_to:
             events = await self.services.storage.events.read(
@@ -594,7 +385,7 @@ class WsConnection:
                     self.unacked[event.seq] = event
                 text = encode_event(event)
                 if text is not None:
-                    await self._send_text(text)
+                    await self._socket.send_text(text)
 
     def _from_others(self, event: StreamEvent) -> bool:
         message = event.message
@@ -618,26 +409,10 @@ class WsConnection:
     # --- output ----------------------------------------------------------------------------
 
     async def _send_frame(self, frame: wire.ServerFrame) -> None:
-        await self._send_text(encode_frame(frame))
+        await self._socket.send_text(encode_frame(frame))
 
     async def _send_error_code(self, code: str, message: str) -> None:
         await self._send_frame(wire.ErrorFrame(code=code, message=message))
-
-    async def _send_text(self, text: str) -> None:
-        if self.websocket.application_state is not WebSocketState.CONNECTED:
-            return
-        watchdog = self._watchdog
-        # uvicorn's send waits while the transport is paused (the peer's buffer is full).
-        watchdog.begin()
-        try:
-            await self.websocket.send_text(text)
-        except asyncio.CancelledError:
-            if watchdog.owns_cancellation():
-                raise _SlowConsumer from None
-            raise
-        finally:
-            watchdog.end()
-        self._frames_out.inc()
 
     async def _close(self, code: int, reason: str) -> None:
         if not isinstance(self.state, session.Closed):
@@ -647,12 +422,9 @@ class WsConnection:
                 await self.websocket.close(code, reason[:120])
 
     async def _teardown(self) -> None:
-        self._watchdog.close()
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._acks is not None:
-            with contextlib.suppress(Exception):
-                await self._acks  # the last acks still count after a disconnect
+        self._socket.close_watchdog()
+        self.inbox.close()
+        await self._acks.finish()  # the last acks still count after a disconnect
         if self.principal is not None and self.attached:
             await self.hub.detach(self.principal.user_id, self)
             with contextlib.suppress(Exception):
@@ -662,31 +434,3 @@ class WsConnection:
         if self.websocket.application_state is WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self.websocket.close(1000)
-
-
-def dumps(obj: Mapping[str, Any]) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def decode_client_frame(data: str | bytes) -> wire.ClientFrame:
-    """``codec.decode_client_frame`` with orjson's parser. Raises ProtocolError.
-    Anything orjson refuses (bad JSON, NaN), and any frame that fails validation, takes
-    the codec's own path, so the error a client sees is the same (orjson reads an
-    integer beyond 64 bits as a float, which would otherwise change the message)."""
-    if len(data) <= codec.MAX_FRAME_BYTES:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            if type(parsed) is dict and len(parsed) == 2 and parsed.get("type") == "ack":
-                # The most frequent frame, checked as the codec would (exactly these
-                # two keys, seq an int in range); anything else goes the codec's way.
-                seq = parsed.get("seq")
-                if type(seq) is int and 0 <= seq <= codec.MAX_SEQ:
-                    return wire.AckFrame(seq)
-            try:
-                return codec.structure_client_frame(parsed)
-            except ProtocolError:
-                pass  # rare: explained below, by the same parser as everywhere else
-    return codec.decode_client_frame(data)

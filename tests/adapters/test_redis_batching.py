@@ -17,6 +17,7 @@ from omninudge_adapters.redis.batching import ScriptBatcher
 _ECHO = """
 if ARGV[1] == 'fail' then return redis.error_reply('asked to fail') end
 redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 60000)
 return ARGV[1]
 """
 

@@ -37,6 +37,13 @@ class ChannelTap:
 
     async def __aenter__(self) -> ChannelTap:
         await self.pubsub.psubscribe(self.pattern)
+        # psubscribe only sends the command: wait for Redis to confirm it, or the first
+        # publishes of the test may pass before the tap listens.
+        async with asyncio.timeout(5):
+            while True:
+                message = await self.pubsub.get_message(timeout=1.0)
+                if message is not None and message["type"] == "psubscribe":
+                    break
         self._task = asyncio.create_task(self._read())
         return self
 

@@ -15,7 +15,7 @@ from omninudge_core import codec
 from omninudge_core.errors import ProtocolError
 from omninudge_core.models import EventKind, StreamEvent
 from omninudge_server.realtime import RECENT_EVENTS, Hub
-from omninudge_server.ws_connection import decode_client_frame, dumps
+from omninudge_server.ws_json import decode_client_frame, dumps
 from tests.server.conftest import (
     RunningServer,
     fake_envelope,

@@ -355,7 +355,9 @@ async def test_side_by_side_returns_each_result_or_error_like_gather() -> None:
 
     outer = asyncio.create_task(side_by_side(forever(), forever()))
     await started.wait()
-    inner = [t for t in asyncio.all_tasks() if "forever" in repr(t.get_coro())]
+    inner = [
+        t for t in asyncio.all_tasks() if getattr(t.get_coro(), "cr_code", None) is forever.__code__
+    ]
     assert len(inner) == 1  # the first runs as a task, the second in the caller's
     outer.cancel()
     with pytest.raises(asyncio.CancelledError):

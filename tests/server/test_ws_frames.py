@@ -17,7 +17,7 @@ from omninudge_core import codec, wire
 from omninudge_core.errors import ProtocolError
 from omninudge_core.models import DeliveryStatus, EventKind, Message, Origin, StreamEvent
 from omninudge_server import frames
-from omninudge_server.ws_connection import decode_client_frame
+from omninudge_server.ws_json import decode_client_frame
 from tests.core.test_codec import envelopes, ids, json_objects, seqs, texts, unicode_text
 
 T0 = datetime(2026, 11, 24, 21, 9, 13, 123456, tzinfo=UTC)

@@ -7,34 +7,34 @@ import asyncio
 
 import pytest
 
-from omninudge_server.ws_connection import _SendWatchdog, _SlowConsumer
+from omninudge_server.ws_socket import SendWatchdog, SlowConsumer
 
 
-async def _send(watchdog: _SendWatchdog, takes_s: float) -> None:
-    """What ``WsConnection._send_text`` does around the socket's send."""
+async def _send(watchdog: SendWatchdog, takes_s: float) -> None:
+    """What ``SocketIO.send_text`` does around the socket's send."""
     watchdog.begin()
     try:
         await asyncio.sleep(takes_s)
     except asyncio.CancelledError:
         if watchdog.owns_cancellation():
-            raise _SlowConsumer from None
+            raise SlowConsumer from None
         raise
     finally:
         watchdog.end()
 
 
 async def test_quick_sends_are_never_cancelled_even_across_many_timer_periods() -> None:
-    watchdog = _SendWatchdog(asyncio.get_running_loop(), 0.05)
+    watchdog = SendWatchdog(asyncio.get_running_loop(), 0.05)
     for _ in range(40):  # 0.2 s of sends, each far below the limit
         await _send(watchdog, 0.005)
     watchdog.close()
 
 
 async def test_a_send_that_waits_past_the_limit_raises_slow_consumer() -> None:
-    watchdog = _SendWatchdog(asyncio.get_running_loop(), 0.05)
+    watchdog = SendWatchdog(asyncio.get_running_loop(), 0.05)
     await _send(watchdog, 0.01)  # arms the timer early: the slow send starts later
     await asyncio.sleep(0.03)
-    with pytest.raises(_SlowConsumer):
+    with pytest.raises(SlowConsumer):
         await _send(watchdog, 5.0)
     task = asyncio.current_task()
     assert task is not None
@@ -43,7 +43,7 @@ async def test_a_send_that_waits_past_the_limit_raises_slow_consumer() -> None:
 
 
 async def test_a_cancel_from_outside_still_cancels() -> None:
-    watchdog = _SendWatchdog(asyncio.get_running_loop(), 0.05)
+    watchdog = SendWatchdog(asyncio.get_running_loop(), 0.05)
     sender = asyncio.create_task(_send(watchdog, 5.0))
     await asyncio.sleep(0.01)
     sender.cancel()
@@ -53,7 +53,7 @@ async def test_a_cancel_from_outside_still_cancels() -> None:
 
 
 async def test_a_cancel_from_outside_wins_over_an_expired_send() -> None:
-    watchdog = _SendWatchdog(asyncio.get_running_loop(), 10.0)
+    watchdog = SendWatchdog(asyncio.get_running_loop(), 10.0)
     sender = asyncio.create_task(_send(watchdog, 5.0))
     await asyncio.sleep(0)  # the send has begun
     assert watchdog.since is not None

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from omninudge_server.bench.load import install_uvloop, open_session, wait_until
+from omninudge_server.bench.connect import install_uvloop, open_session, wait_until
 from omninudge_server.bench.setup import Account
 from omninudge_server.bench.wsclient import WebSocketClient
 
