@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from omninudge_adapters.rows import envelope_to_mapping
 from omninudge_core import codec, wire
 from omninudge_core.errors import InvalidFrame
 from omninudge_core.models import DeliveryStatus, EventKind, Message, StreamEvent
@@ -135,16 +136,7 @@ def _unstructured(message: Message, status: DeliveryStatus) -> dict[str, Any]:
     }
     envelope = message.envelope
     if envelope is not None:
-        body["envelope"] = {
-            "v": envelope.v,
-            "alg": envelope.alg,
-            "sender_device": envelope.sender_device,
-            "epk": envelope.epk,
-            "iv": envelope.iv,
-            "ct": envelope.ct,
-            "keys": [{"device": k.device, "iv": k.iv, "wk": k.wk} for k in envelope.keys],
-            "sig": envelope.sig,
-        }
+        body["envelope"] = envelope_to_mapping(envelope)
     if message.text is not None:
         body["text"] = message.text
     return body

@@ -6,6 +6,7 @@ loop sends, so no two coroutines ever write to the socket at once (see ``ws``)."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -50,6 +51,18 @@ class SendWatchdog:
 
     def end(self) -> None:
         self.since = None
+
+    async def guard(self, send: Awaitable[None]) -> None:
+        """Await ``send`` under the watchdog. Raises SlowConsumer when it waited too long."""
+        self.begin()
+        try:
+            await send
+        except asyncio.CancelledError:
+            if self.owns_cancellation():
+                raise SlowConsumer from None
+            raise
+        finally:
+            self.end()
 
     def owns_cancellation(self) -> bool:
         """After a CancelledError in a send: True (and the cancel undone) when it
@@ -118,15 +131,7 @@ class SocketIO:
             return
         watchdog = self._watchdog
         # uvicorn's send waits while the transport is paused (the peer's buffer is full).
-        watchdog.begin()
-        try:
-            await self.websocket.send_text(text)
-        except asyncio.CancelledError:
-            if watchdog.owns_cancellation():
-                raise SlowConsumer from None
-            raise
-        finally:
-            watchdog.end()
+        await watchdog.guard(self.websocket.send_text(text))
         self._frames_out.inc()
 
     def close_watchdog(self) -> None:

@@ -11,16 +11,8 @@ from omninudge_server.ws_socket import SendWatchdog, SlowConsumer
 
 
 async def _send(watchdog: SendWatchdog, takes_s: float) -> None:
-    """What ``SocketIO.send_text`` does around the socket's send."""
-    watchdog.begin()
-    try:
-        await asyncio.sleep(takes_s)
-    except asyncio.CancelledError:
-        if watchdog.owns_cancellation():
-            raise SlowConsumer from None
-        raise
-    finally:
-        watchdog.end()
+    """A send (as ``SocketIO.send_text`` makes) that takes ``takes_s``."""
+    await watchdog.guard(asyncio.sleep(takes_s))
 
 
 async def test_quick_sends_are_never_cancelled_even_across_many_timer_periods() -> None:
