@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -131,6 +131,16 @@ class Hub:
                 listener.on_notice(notice)
             except Exception:  # one broken connection must not starve the others
                 logger.exception("listener failed on a notice")
+
+    async def announce(self, events: Sequence[StreamEvent]) -> None:
+        """Remember freshly appended ``events`` and send one notice per user, naming
+        that user's newest seq among them (best effort)."""
+        self.remember(events)  # the connections push these without reading them back
+        heads: dict[str, int] = {}
+        for event in events:
+            heads[event.user_id] = max(heads.get(event.user_id, 0), event.seq)
+        for user_id, seq in heads.items():
+            await self.notify_events(user_id, seq)
 
     async def notify_events(self, user_id: str, up_to: int) -> None:
         """Announce that ``user_id``'s stream reached ``up_to`` (best effort)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -47,7 +46,6 @@ from omninudge_core.models import (
     Invitation,
     Message,
     Origin,
-    StreamEvent,
     UpgradeState,
     User,
 )
@@ -208,7 +206,7 @@ async def relay_message(
             )
         return SendOutcome(appended.message, False)  # a replay: relayed (or not) before
     metrics.messages_sent.labels(origin=message.origin.value).inc()
-    await _announce(hub, appended.events)
+    await hub.announce(appended.events)
     state, error = await _relay(
         services, hub, feature, conversation, recipient, message, accepted.state
     )
@@ -308,7 +306,7 @@ async def _receipt(
     events = await services.storage.events.append(
         [NewEvent(user_id=message.sender_id, kind=EventKind.RECEIPT, payload=payload)]
     )
-    await _announce(hub, events)
+    await hub.announce(events)
 
 
 async def _retry_relays(
@@ -350,11 +348,3 @@ async def _ensure_invitation(
                 created_at=services.clock(),
             )
         )
-
-
-async def _announce(hub: Hub, events: Sequence[StreamEvent]) -> None:
-    heads: dict[str, int] = {}
-    for event in events:
-        heads[event.user_id] = max(heads.get(event.user_id, 0), event.seq)
-    for user_id, seq in heads.items():
-        await hub.notify_events(user_id, seq)

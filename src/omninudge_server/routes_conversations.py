@@ -14,7 +14,7 @@ from starlette.routing import Route
 from omninudge_core import codec, wire
 from omninudge_core.errors import InvalidFrame, Unavailable
 from omninudge_core.models import Conversation, ConversationKind, User
-from omninudge_server import messaging
+from omninudge_server import messaging, receipts
 from omninudge_server.errors import error_body
 from omninudge_server.frames import frame_for_event
 from omninudge_server.handlers import (
@@ -161,7 +161,7 @@ async def read(request: Request) -> Response:
     body = codec.decode_body(
         await read_body(request, services.settings.max_body_bytes), wire.ReadBody
     )
-    await messaging.mark_read(
+    await receipts.mark_read(
         services,
         _hub(request),
         _metrics(request),
@@ -182,7 +182,7 @@ async def _implicit_ack(request: Request, user_id: str, since: int) -> None:
         raise InvalidFrame("device_id is too long", code="invalid_field", field="device_id")
     after = max(0, since - EVENTS_PAGE)
     acked = await services.storage.events.read(user_id, after=after, limit=since - after)
-    await messaging.record_device_ack(
+    await receipts.record_device_ack(
         services,
         _hub(request),
         _metrics(request),

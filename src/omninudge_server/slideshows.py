@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -227,11 +227,7 @@ class SlideshowDriver:
         )
         # Only a committed state becomes the known one.
         self._states[conversation_id] = state
-        await self._announce(events)
-
-    async def _announce(self, events: Sequence[StreamEvent]) -> None:
-        for event in events:
-            await self._hub.notify_events(event.user_id, event.seq)
+        await self._hub.announce(events)
 
     # --- autoplay ------------------------------------------------------------------------
 

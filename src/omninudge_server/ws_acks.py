@@ -1,4 +1,4 @@
-"""Recording a WebSocket connection's acks off its loop (``messaging.record_device_ack``):
+"""Recording a WebSocket connection's acks off its loop (``receipts.record_device_ack``):
 the loop goes on pushing while the delivery rows and receipts wait for the writer.
 One task at a time, which takes every ack that came meanwhile as one batch."""
 
@@ -9,7 +9,7 @@ import contextlib
 import logging
 
 from omninudge_core.models import StreamEvent
-from omninudge_server import messaging
+from omninudge_server import receipts
 from omninudge_server.metrics import Metrics
 from omninudge_server.realtime import Hub
 from omninudge_server.wiring import Services
@@ -43,7 +43,7 @@ class AckRecorder:
             batch = self._acked[:ACK_BATCH]
             del self._acked[:ACK_BATCH]
             try:
-                await messaging.record_device_ack(
+                await receipts.record_device_ack(
                     self.services,
                     self.hub,
                     self.metrics,

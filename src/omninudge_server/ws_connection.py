@@ -28,7 +28,7 @@ from omninudge_core.errors import (
     ProtocolError,
 )
 from omninudge_core.models import Conversation, ConversationKind, EventKind, Origin, StreamEvent
-from omninudge_server import messaging, presence
+from omninudge_server import messaging, presence, receipts
 from omninudge_server.auth import Principal
 from omninudge_server.errors import (
     CLOSE_AUTH_FAILED,
@@ -286,7 +286,7 @@ class WsConnection:
 
     async def _on_read(self, frame: wire.ReadFrame) -> None:
         assert self.principal is not None
-        await messaging.mark_read(
+        await receipts.mark_read(
             self.services,
             self.hub,
             self.metrics,

@@ -33,7 +33,7 @@ from omninudge_core.models import (
     WrappedKey,
 )
 from omninudge_core.ports import Storage
-from omninudge_server import messaging
+from omninudge_server import messaging, receipts
 from omninudge_server.config import load_settings
 from omninudge_server.metrics import Metrics
 from omninudge_server.realtime import Hub
@@ -104,7 +104,7 @@ class World:
         return await self.storage.inner.events.read(user_id, after=0, limit=1000)
 
     async def ack(self, device_id: str, events: list[StreamEvent]) -> None:
-        await messaging.record_device_ack(
+        await receipts.record_device_ack(
             self.services,
             self.hub,
             self.metrics,
@@ -114,7 +114,7 @@ class World:
         )
 
     async def read(self, up_to: str) -> None:
-        await messaging.mark_read(
+        await receipts.mark_read(
             self.services,
             self.hub,
             self.metrics,
@@ -290,7 +290,7 @@ def test_the_read_receipt_setting_changes_no_ack_until_a_device_has_read(
     statuses: tuple[DeliveryStatus, ...],
 ) -> None:
     """What record_device_ack relies on to skip reading the setting (see
-    messaging._delivery_states)."""
+    receipts._delivery_states)."""
 
     def decide(enabled: bool) -> list[tuple[object, ...]]:
         records = [
@@ -342,7 +342,7 @@ async def test_side_by_side_returns_each_result_or_error_like_gather() -> None:
         await asyncio.sleep(0)
         raise ValueError(message)
 
-    side_by_side = messaging._side_by_side  # the private helper under test
+    side_by_side = messaging.side_by_side
     assert await side_by_side(value(1), value(2)) == (1, 2)
     first, second = await side_by_side(fail("a"), fail("b"))
     assert (str(first), str(second)) == ("a", "b")
