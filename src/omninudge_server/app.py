@@ -14,6 +14,7 @@ from datetime import datetime
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from omninudge_adapters.memory.fanout import MemoryFanOut
 from omninudge_server import (
     invites,
     reddit_auth,
@@ -43,7 +44,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_services(settings, clock=clock) as services:
-            hub = Hub(services.fanout)
+            hub = Hub(services.fanout, in_process=isinstance(services.fanout, MemoryFanOut))
             app.state.services = services
             app.state.hub = hub
             app.state.slideshows = SlideshowDriver(services, hub)

@@ -45,8 +45,12 @@ class Listener(Protocol):
 
 
 class Hub:
-    def __init__(self, fanout: FanOut) -> None:
+    def __init__(self, fanout: FanOut, *, in_process: bool = False) -> None:
+        """``in_process``: ``fanout`` reaches this process's subscribers only (the
+        embedded default's ``MemoryFanOut``), so a notice can go straight to the
+        listeners here, without being encoded, published and decoded again."""
         self._fanout = fanout
+        self._in_process = in_process
         self._listeners: dict[str, set[Listener]] = {}
         self._subscriptions: dict[str, Subscription] = {}
         self._lock = asyncio.Lock()
@@ -124,8 +128,10 @@ class Hub:
         except orjson.JSONDecodeError:
             logger.warning("dropping an unreadable fan-out notice for %s", user_id)
             return
-        if not isinstance(notice, dict):
-            return
+        if isinstance(notice, dict):
+            self._to_listeners(user_id, notice)
+
+    def _to_listeners(self, user_id: str, notice: Mapping[str, Any]) -> None:
         for listener in list(self._listeners.get(user_id, ())):
             try:
                 listener.on_notice(notice)
@@ -151,6 +157,9 @@ class Hub:
         await self._publish(user_id, {"k": "frame", "frame": dict(frame)})
 
     async def _publish(self, user_id: str, notice: Mapping[str, Any]) -> None:
+        if self._in_process:
+            self._to_listeners(user_id, notice)
+            return
         try:
             await self._fanout.publish(user_id, orjson.dumps(notice))
         except Exception:
