@@ -107,12 +107,9 @@ async def send_message(
     client_msg_id: str,
     envelope: Envelope | None,
     text: str | None,
-    conversation: Conversation | None = None,
 ) -> SendOutcome:
     """Validate, commit, announce. Raises NotFound, Blocked, Forbidden, InvalidFrame,
-    DeviceMismatch, RateLimited, Unavailable. ``conversation``: the caller's copy of a
-    PLATFORM conversation the sender takes part in (its participants and kind never
-    change), which spares the read.
+    DeviceMismatch, RateLimited, Unavailable.
 
     A PLATFORM send costs two reads, made at once (the block relation and the devices
     of both users: neither is cached, so a block or a device registered a moment ago,
@@ -127,13 +124,7 @@ async def send_message(
         raise RateLimited(
             "too many messages", retry_at=now + timedelta(seconds=verdict.retry_after_s)
         )
-    if (
-        conversation is None
-        or conversation.id != conversation_id
-        or conversation.kind is not ConversationKind.PLATFORM
-        or not conversation.has(sender_id)
-    ):
-        conversation = await known_conversation(services, conversation_id, sender_id)
+    conversation = await known_conversation(services, conversation_id, sender_id)
     recipient_id = conversation.other(sender_id)
     if conversation.kind is ConversationKind.PLATFORM and envelope is not None:
         # The reads the checks below need, queued at once: one wait instead of two.

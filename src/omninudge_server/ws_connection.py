@@ -27,7 +27,7 @@ from omninudge_core.errors import (
     OmniNudgeError,
     ProtocolError,
 )
-from omninudge_core.models import Conversation, ConversationKind, EventKind, Origin, StreamEvent
+from omninudge_core.models import EventKind, Origin, StreamEvent
 from omninudge_server import messaging, presence, receipts
 from omninudge_server.auth import Principal
 from omninudge_server.errors import (
@@ -84,9 +84,6 @@ class WsConnection:
         # (seq -> event); an ack of the user's own messages records nothing.
         self.unacked: dict[int, StreamEvent] = {}
         self._acks = AckRecorder(services, hub, metrics)
-        self.participants: dict[str, tuple[str, str]] = {}
-        # PLATFORM conversations this user sent to (participants and kind never change).
-        self.conversations: dict[str, Conversation] = {}
         self._current: wire.ClientFrame = wire.PingFrame()  # the frame being processed
 
     # --- the hub's listener interface ------------------------------------------------------
@@ -263,18 +260,7 @@ class WsConnection:
             client_msg_id=frame.client_msg_id,
             envelope=frame.envelope,
             text=frame.text,
-            conversation=self.conversations.get(frame.conversation_id),
         )
-        if (
-            outcome.created
-            and outcome.message.origin is Origin.PLATFORM
-            and frame.conversation_id not in self.conversations
-            and len(self.conversations) < 1000
-        ):
-            # A PLATFORM send went through, so the sender takes part in it.
-            conversation = await self.services.storage.conversations.get(frame.conversation_id)
-            if conversation.kind is ConversationKind.PLATFORM:
-                self.conversations[conversation.id] = conversation
         # A relay through Reddit has its outcome already (relayed_to_reddit / relay_failed).
         records = (
             await self.services.storage.messages.deliveries(outcome.message.id)
@@ -297,15 +283,10 @@ class WsConnection:
 
     async def _participants(self, conversation_id: str) -> tuple[str, str]:
         assert self.principal is not None
-        pair = self.participants.get(conversation_id)
-        if pair is None:
-            conversation = await messaging.load_conversation(
-                self.services, conversation_id, self.principal.user_id
-            )
-            pair = conversation.participants
-            if len(self.participants) < 1000:
-                self.participants[conversation_id] = pair
-        return pair
+        conversation = await messaging.known_conversation(
+            self.services, conversation_id, self.principal.user_id
+        )
+        return conversation.participants
 
     # --- the session machine ---------------------------------------------------------------
 

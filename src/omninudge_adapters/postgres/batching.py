@@ -158,9 +158,7 @@ class StatementBatcher:
                 await self._run(batch)
         except BaseException:
             # Cancelled (shutdown) or a bug: no caller may wait forever.
-            for queued in [*batch, *self._queue]:
-                if not queued.future.done():
-                    queued.future.set_exception(Unavailable("the database is shutting down"))
+            _fail([*batch, *self._queue], Unavailable("the database is shutting down"))
             self._queue = []
             raise
         finally:
@@ -172,37 +170,33 @@ class StatementBatcher:
         if len(batch) == 1:
             await self._run_alone(batch[0])
             return
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         try:
-            results = await self._pipelined(batch)
+            results = await self._pipelined_once_more_if_stale(batch)
         except _Rejected:
             # Each on its own, so that each caller gets its own answer.
             for queued in batch:
                 await self._run_alone(queued)
             return
         except PortError as exc:
-            if self._transactional or loop.time() - started > _STALE_FAILURE_S:
-                # A write may not be repeated; a read that failed slowly (no connection
-                # to be had: the database is down) must not make its callers wait twice.
-                for queued in batch:
-                    if not queued.future.done():
-                        queued.future.set_exception(exc)
-                return
-            try:  # a connection that died while idle fails at once: once more, fresh
-                results = await self._pipelined(batch)
-            except _Rejected:
-                for queued in batch:
-                    await self._run_alone(queued)
-                return
-            except PortError as again:
-                for queued in batch:
-                    if not queued.future.done():
-                        queued.future.set_exception(again)
-                return
+            _fail(batch, exc)
+            return
         for queued, rows in zip(batch, results, strict=True):
             if not queued.future.done():
                 queued.future.set_result(rows)
+
+    async def _pipelined_once_more_if_stale(self, batch: list[_Queued]) -> list[Rows]:
+        """``_pipelined``; a read batch that failed at once (a connection that died
+        while idle) is sent once more, on a fresh one. A write is never repeated, and a
+        read that failed slowly (the database is down) must not make its callers wait
+        twice. Raises _Rejected or PortError."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await self._pipelined(batch)
+        except PortError:
+            if self._transactional or loop.time() - started > _STALE_FAILURE_S:
+                raise
+        return await self._pipelined(batch)
 
     async def _run_alone(self, queued: _Queued) -> None:
         try:
@@ -214,8 +208,7 @@ class StatementBatcher:
                 returns_rows=queued.returns_rows,
             )
         except PortError as exc:
-            if not queued.future.done():
-                queued.future.set_exception(exc)
+            _fail([queued], exc)
             return
         if queued.keys is not None:
             rows = queued.mine(_by_first_column(rows))
@@ -276,6 +269,12 @@ class StatementBatcher:
 
 # A read batch that failed faster than this met a dead idle connection (see _run).
 _STALE_FAILURE_S = 0.5
+
+
+def _fail(batch: Sequence[_Queued], error: BaseException) -> None:
+    for queued in batch:
+        if not queued.future.done():
+            queued.future.set_exception(error)
 
 
 def _by_first_column(rows: Rows) -> dict[Any, Rows]:
